@@ -1,0 +1,1 @@
+"""The Streamlit application (``app.py`` is the entry file)."""

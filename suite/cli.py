@@ -1,0 +1,396 @@
+"""The ``suite`` command line. Every user mistake ends in one clear line and a non-zero exit, never a traceback."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from suite.errors import SuiteError, one_line
+
+EXIT_USER = 2
+EXIT_INTERNAL = 1
+
+
+def _echo_json(obj) -> None:
+    click.echo(json.dumps(obj, indent=2, default=str))
+
+
+def _registry():
+    from suite.registry import get_registry
+
+    return get_registry()
+
+
+class ProgressPrinter:
+    """Renders the run's event stream: one rewritten line per step on a terminal, a line per epoch otherwise."""
+
+    def __init__(self, stream=None):
+        self.stream = stream or sys.stderr
+        self.tty = self.stream.isatty()
+
+    def __call__(self, e: dict) -> None:
+        kind = e.get("event")
+        if kind == "message":
+            self._line(e["text"])
+        elif kind == "step" and self.tty:
+            steps = e.get("steps") or 0
+            done = e.get("step", 0)
+            width = 24
+            filled = int(width * done / steps) if steps else 0
+            bar = "#" * filled + "." * (width - filled)
+            loss = e.get("metrics", {}).get("loss")
+            eta = e.get("eta_s")
+            text = (f"\repoch {e['epoch']} [{bar}] {done}/{steps or '?'} loss {loss:.4f} "
+                    f"{e.get('examples_per_sec', 0):.0f} ex/s" + (f" eta {eta:.0f}s" if eta is not None else ""))
+            self.stream.write(text[:120].ljust(100))
+            self.stream.flush()
+        elif kind == "epoch_end":
+            metrics = "  ".join(f"{k} {v:.4f}" for k, v in e.get("metrics", {}).items())
+            self._line(f"epoch {e['epoch']}/{e['epochs']} {e.get('seconds', 0):.1f}s  {metrics}")
+        elif kind == "run_start" and e.get("resumed"):
+            self._line(f"resuming run {e['run']}")
+
+    def _line(self, text: str) -> None:
+        if self.tty:
+            self.stream.write("\r" + " " * 100 + "\r")
+        self.stream.write(text + "\n")
+        self.stream.flush()
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="keras-task-suite")
+def cli():
+    """Train, evaluate, try and export Keras task models. See `suite COMMAND --help`."""
+
+
+# ---- plugins --------------------------------------------------------------------------------------
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--check", is_flag=True, help="Probe each plugin in its own subprocess with a timeout.")
+@click.option("--timeout", default=60.0, show_default=True, help="Seconds per plugin for --check.")
+def plugins(as_json, check, timeout):
+    """List installed task plugins and any that failed to load."""
+    if check:
+        from suite.plugin_check import check_all
+
+        results = check_all(timeout=timeout)
+        if as_json:
+            _echo_json(results)
+        else:
+            for r in results:
+                mark = "ok  " if r["ok"] else "FAIL"
+                click.echo(f"{mark} {r['entry_point']:<24} {r['detail']}")
+        if not all(r["ok"] for r in results):
+            sys.exit(EXIT_USER)
+        return
+    reg = _registry()
+    rows = [
+        {"name": t.name, "title": t.title, "input": t.input_kind, "output": t.output_kind,
+         "source": reg.source(t.name), "synthetic_sample": t.sample_synthetic}
+        for t in reg.tasks()
+    ]
+    failures = [f.to_dict() for f in reg.failures]
+    if as_json:
+        _echo_json({"plugins": rows, "failed": failures})
+        return
+    for r in rows:
+        click.echo(f"{r['name']:<24} {r['input']:<6} {r['title']}")
+    for f in failures:
+        click.echo(f"FAILED {f['name']:<17} {f['reason']}")
+    if not rows and not failures:
+        click.echo("no plugins installed")
+
+
+# ---- train ----------------------------------------------------------------------------------------
+@cli.command()
+@click.argument("task", required=False)
+@click.option("--data", "data", default="sample", show_default=True,
+              help="'sample', 'tfds:NAME[/CONFIG]' or a local path.")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), help="YAML file of config values.")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override one config value (repeatable).")
+@click.option("--epochs", type=int, help="Shortcut for --set epochs=N.")
+@click.option("--name", help="Run name (default: derived from task, data and config).")
+@click.option("--resume", help="Continue this run (folder or name) from its last finished epoch.")
+@click.option("--strategy", default="auto", show_default=True,
+              type=click.Choice(["auto", "default", "one_device", "mirrored", "multi_worker", "tpu"]))
+@click.option("--devices", type=int, default=0, help="Split the CPU into N logical devices.")
+@click.option("--precision", default="auto", show_default=True,
+              type=click.Choice(["auto", "float32", "mixed_float16", "mixed_bfloat16"]))
+@click.option("--jit/--no-jit", "jit", default=False, show_default=True, help="XLA-compile the train step.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the run summary as JSON at the end.")
+def train(task, data, config_file, sets, epochs, name, resume, strategy, devices, precision, jit, seed, as_json):
+    """Train TASK on --data. Rerunning the same command after a crash continues the run."""
+    from suite.config import parse_overrides
+    from suite.trainer import TrainOptions
+    from suite.trainer import train as run_train
+
+    overrides = parse_overrides(list(sets))
+    if epochs is not None:
+        overrides["epochs"] = epochs
+    if task is None:
+        if not resume:
+            raise SuiteError("give a TASK to train (see `suite plugins`) or --resume RUN")
+        from suite.runstore import RunStore
+
+        task = RunStore().get(resume).task_name
+    options = TrainOptions(strategy=strategy, devices=devices, precision=precision, jit_compile=jit, seed=seed)
+    run = run_train(task, data, overrides, config_file=config_file, name=name, resume=resume, options=options,
+                    listeners=[ProgressPrinter()])
+    summary = run.summary()
+    if as_json:
+        _echo_json(summary)
+        return
+    if run.status == "stopped":
+        click.echo(f"run {run.name} stopped: `suite train --resume {run.name}` continues it")
+        return
+    metrics = "  ".join(f"{k} {v:.4f}" for k, v in summary["metrics"].items() if k != "examples")
+    click.echo(f"run {run.name} {run.status}  {metrics}")
+    click.echo(f"folder: {run.path}")
+
+
+# ---- eval -----------------------------------------------------------------------------------------
+@cli.command("eval")
+@click.argument("run_ref", metavar="RUN")
+@click.option("--data", "data", default=None, help="Evaluate on this source's test split (default: the run's).")
+@click.option("--split", default="test", show_default=True, type=click.Choice(["test", "val", "train"]))
+@click.option("--limit", type=int, default=0, help="Score only the first N examples.")
+@click.option("--json", "as_json", is_flag=True)
+def eval_cmd(run_ref, data, split, limit, as_json):
+    """Evaluate a run's model on a split of its data (or of --data)."""
+    from suite.evaluate_run import evaluate_run
+
+    report = evaluate_run(run_ref, data=data, split=split, limit=limit)
+    if as_json:
+        _echo_json(report)
+        return
+    for key, value in report.items():
+        if isinstance(value, float):
+            click.echo(f"{key:<20} {value:.4f}")
+        elif isinstance(value, int):
+            click.echo(f"{key:<20} {value}")
+
+
+# ---- predict --------------------------------------------------------------------------------------
+@cli.command()
+@click.argument("run_ref", metavar="RUN")
+@click.argument("inputs", nargs=-1, required=True, metavar="INPUT...")
+@click.option("--top-k", type=int, default=3, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+def predict(run_ref, inputs, top_k, as_json):
+    """Predict with a run's model. INPUT is a file, '-' for stdin, or literal text for text tasks."""
+    from suite.predictor import Predictor
+
+    predictor = Predictor(run_ref)
+    raws = [_read_cli_input(predictor.task, item) for item in inputs]
+    results = predictor.predict(raws, top_k=top_k)
+    if as_json:
+        _echo_json([{"input": i, **r} for i, r in zip(inputs, results, strict=True)])
+        return
+    for item, result in zip(inputs, results, strict=True):
+        if "translation" in result:
+            click.echo(f"{item}\t{result['translation']}")
+        else:
+            tops = ", ".join(f"{t['label']} {t['score']:.3f}" for t in result.get("top", []))
+            click.echo(f"{item}\t{result['label']}\t({tops})")
+
+
+def _read_cli_input(task, item: str):
+    from suite.predictor import read_input_file
+
+    if item == "-":
+        data = sys.stdin.buffer.read()
+        return data.decode("utf-8", errors="replace") if task.input_kind in ("text", "table") else data
+    path = Path(item)
+    if path.is_file():
+        data = read_input_file(path)
+        return data.decode("utf-8", errors="replace") if task.input_kind == "text" else data
+    if task.input_kind in ("text", "table"):
+        return item
+    raise SuiteError(f"input file not found: {item}")
+
+
+# ---- export ---------------------------------------------------------------------------------------
+@cli.command()
+@click.argument("run_ref", metavar="RUN")
+@click.option("--format", "fmt", default="all", show_default=True,
+              help="keras, saved_model, tflite, onnx or all (comma-separated for several).")
+@click.option("--quantize", default="none", show_default=True,
+              type=click.Choice(["none", "float16", "dynamic", "int8"]))
+@click.option("--examples", type=int, default=200, show_default=True, help="Held-out examples to verify on.")
+@click.option("--json", "as_json", is_flag=True)
+def export(run_ref, fmt, quantize, examples, as_json):
+    """Export a run's model and verify each artifact against the Keras model."""
+    from suite.export import export_run
+
+    reports = export_run(run_ref, formats=fmt, quantize=quantize, examples=examples,
+                         progress=lambda text: click.echo(text, err=True))
+    if as_json:
+        _echo_json(reports)
+        return
+    for name, rep in reports.items():
+        if rep.get("supported") is False:
+            click.echo(f"{name:<12} not exported: {rep['reason']}")
+            continue
+        ver = rep.get("verification", {})
+        bits = [f"{rep.get('size_bytes', 0) / 1e6:.2f} MB"]
+        if "top1_agreement" in ver:
+            bits.append(f"top-1 agreement {ver['top1_agreement']:.4f}")
+        if "max_abs_diff" in ver:
+            bits.append(f"max prob diff {ver['max_abs_diff']:.2e}")
+        if ver.get("metric") is not None:
+            bits.append(f"{ver['metric_name']} {ver['metric']:.4f} (keras {ver.get('keras_metric', float('nan')):.4f})")
+        click.echo(f"{name:<12} {rep.get('path', '')}  " + ", ".join(bits))
+
+
+# ---- runs -----------------------------------------------------------------------------------------
+@cli.group(invoke_without_command=True)
+@click.option("--json", "as_json", is_flag=True)
+@click.option("--task", default=None, help="Only runs of this task.")
+@click.pass_context
+def runs(ctx, as_json, task):
+    """List runs (newest first); `suite runs show|compare|delete` for more."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from suite.runstore import RunStore
+
+    rows = [r.summary() for r in RunStore().list(task=task)]
+    if as_json:
+        _echo_json(rows)
+        return
+    if not rows:
+        click.echo(f"no runs in {RunStore().root}")
+    for r in rows:
+        metric = r["metrics"].get("accuracy", r["metrics"].get("bleu"))
+        shown = f"{metric:.4f}" if isinstance(metric, float) else "-"
+        click.echo(f"{r['name']:<36} {r['task']:<22} {r['status']:<10} {shown:<8} {r['created']}")
+
+
+@runs.command("show")
+@click.argument("run_ref", metavar="RUN")
+@click.option("--json", "as_json", is_flag=True)
+def runs_show(run_ref, as_json):
+    """Show one run: info, config and test metrics."""
+    from suite.runstore import RunStore
+
+    run = RunStore().get(run_ref)
+    data = {"info": run.info, "config": run.config, "metrics": run.metrics}
+    if as_json:
+        _echo_json(data)
+        return
+    readme = run.file("README.md")
+    click.echo(readme.read_text(encoding="utf-8") if readme.exists() else json.dumps(data, indent=2, default=str))
+
+
+@runs.command("compare")
+@click.argument("refs", nargs=-1, required=True, metavar="RUN...")
+@click.option("--json", "as_json", is_flag=True)
+def runs_compare(refs, as_json):
+    """Compare runs side by side: config differences and test metrics."""
+    from suite.runstore import RunStore
+
+    rows = RunStore().compare(list(refs))
+    if as_json:
+        _echo_json(rows)
+        return
+    keys = sorted({k for r in rows for k in r["config"]})
+    differing = [k for k in keys if len({json.dumps(r["config"].get(k)) for r in rows}) > 1]
+    metrics = sorted({k for r in rows for k in r["metrics"]})
+    header = ["", *[r["name"] for r in rows]]
+    table = [header, ["status", *[r["status"] for r in rows]]]
+    table += [[k, *[str(r["config"].get(k)) for r in rows]] for k in differing]
+    table += [[m, *[f"{r['metrics'].get(m, float('nan')):.4f}" for r in rows]] for m in metrics]
+    widths = [max(len(str(row[i])) for row in table) for i in range(len(header))]
+    for row in table:
+        click.echo("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)))
+
+
+@runs.command("delete")
+@click.argument("refs", nargs=-1, required=True, metavar="RUN...")
+@click.option("--yes", is_flag=True, help="Do not ask.")
+def runs_delete(refs, yes):
+    """Delete runs (their folders)."""
+    from suite.runstore import RunStore
+
+    store = RunStore()
+    targets = [store.get(r) for r in refs]
+    if not yes and sys.stdin.isatty():
+        click.confirm(f"delete {', '.join(t.name for t in targets)}?", abort=True)
+    for t in targets:
+        store.delete(t)
+        click.echo(f"deleted {t.name}")
+
+
+# ---- app, scaffold, launch ------------------------------------------------------------------------
+@cli.command()
+@click.option("--port", type=int, default=8501, show_default=True)
+@click.option("--address", default="127.0.0.1", show_default=True)
+@click.argument("streamlit_args", nargs=-1, type=click.UNPROCESSED)
+def app(port, address, streamlit_args):
+    """Start the Streamlit app."""
+    import subprocess
+
+    from suite.paths import app_entry
+
+    cmd = [sys.executable, "-m", "streamlit", "run", str(app_entry()), "--server.port", str(port),
+           "--server.address", address, *streamlit_args]
+    sys.exit(subprocess.call(cmd))
+
+
+@cli.command("new-plugin")
+@click.argument("name")
+@click.option("--dir", "directory", default=".", show_default=True, type=click.Path(file_okay=False))
+@click.option("--input-kind", default="table", show_default=True, type=click.Choice(["image", "text", "audio", "table"]))
+def new_plugin(name, directory, input_kind):
+    """Scaffold a pip-installable plugin package NAME with its tests."""
+    from suite.scaffold import scaffold_plugin
+
+    path = scaffold_plugin(name, Path(directory), input_kind=input_kind)
+    click.echo(f"created {path}")
+    click.echo(f"next: pip install -e {path} && pytest {path}")
+
+
+@cli.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.option("--workers", type=int, required=True, help="Number of local worker processes.")
+@click.option("--port", type=int, default=0, help="First port (default: free ports).")
+@click.option("--timeout", type=float, default=0, help="Give up after this many seconds (0: never).")
+@click.argument("command", nargs=-1, type=click.UNPROCESSED, required=True)
+def launch(workers, port, timeout, command):
+    """Run `suite COMMAND...` as N local workers with TF_CONFIG on 127.0.0.1 (try multi-worker here)."""
+    from suite.launch import launch_local
+
+    sys.exit(launch_local(list(command), workers=workers, port=port, timeout=timeout or None))
+
+
+def main(argv=None) -> None:
+    """Entry point: turns our errors into one line and an exit code."""
+    debug = os.environ.get("SUITE_DEBUG") == "1"
+    try:
+        cli.main(args=argv, prog_name="suite", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(EXIT_USER)
+    except click.ClickException as err:
+        err.show()
+        sys.exit(err.exit_code)
+    except SuiteError as err:
+        if debug:
+            raise
+        click.echo(f"error: {one_line(err)}", err=True)
+        sys.exit(EXIT_USER)
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        sys.exit(130)
+    except Exception as err:
+        if debug:
+            raise
+        click.echo(f"error: unexpected {one_line(err)} (SUITE_DEBUG=1 shows the traceback)", err=True)
+        sys.exit(EXIT_INTERNAL)
+
+
+if __name__ == "__main__":
+    main()

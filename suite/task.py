@@ -1,0 +1,251 @@
+"""The task contract: what a plugin provides, and the generic behaviour it inherits.
+
+A plugin subclasses :class:`Task` (or :class:`ClassificationTask`) and declares only what is specific to its
+task: its config dataclass, how to load data, the model's raw-input preprocessing and backbone, and how user
+input becomes a model input. Training, evaluation, saving, export and the UI live in the core and drive every
+task through this interface (the TF Model Garden ``build_model / build_inputs / metrics`` contract, with
+KerasHub's split of a generic base class that owns graph building from concrete parts).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+
+from suite.config import TaskConfig
+from suite.errors import InputError
+
+if TYPE_CHECKING:
+    import keras
+    import tensorflow as tf
+
+    from suite.data import DataBundle, DataSource
+
+INPUT_KINDS = ("image", "text", "audio", "table")
+_ABSTRACT = ("load_data", "build_model", "decode_input", "build_inputs", "build_backbone")
+OUTPUT_KINDS = ("classes", "text")
+
+
+@dataclasses.dataclass
+class Example:
+    """An example input shown in the app and used by tests: ``value`` is what a user would give."""
+
+    name: str
+    value: bytes | str
+    expected: str | None = None  # the label a good model should predict, when known
+
+
+@dataclasses.dataclass
+class Explanation:
+    """A task-specific explanation the app knows how to draw.
+
+    kind ``heatmap``: data = {"image": HxWx3 uint8, "heatmap": HxW float in [0, 1]}
+    kind ``tokens``: data = {"tokens": [str], "scores": [float]} (positive pushes toward the prediction)
+    kind ``attention``: data = {"source": [str], "target": [str], "weights": target x source floats}
+    """
+
+    kind: str
+    data: dict[str, Any]
+    caption: str = ""
+
+
+class Task:
+    """Base class of every task plugin. Class attributes describe it; methods implement it."""
+
+    # ---- identity and UI metadata ---------------------------------------------------------------
+    name: ClassVar[str] = ""
+    title: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    input_kind: ClassVar[str] = ""  # one of INPUT_KINDS: picks the app's input widgets
+    output_kind: ClassVar[str] = "classes"  # one of OUTPUT_KINDS
+    config_class: ClassVar[type[TaskConfig]] = TaskConfig
+    data_formats: ClassVar[str] = ""  # one paragraph: the local path layouts load_data accepts
+    tfds_examples: ClassVar[tuple[str, ...]] = ()  # e.g. ("tfds:mnist",)
+    upload_types: ClassVar[tuple[str, ...]] = ()  # file extensions the app's uploader offers
+    sample_synthetic: ClassVar[bool] = False  # the built-in sample is generated, not real data
+    monitor: ClassVar[str] = "val_accuracy"  # metric that picks the best checkpoint
+    monitor_mode: ClassVar[str] = "max"
+    page: ClassVar[Any] = None  # optional callable(task) drawing a custom Streamlit page
+
+    REQUIRED_METHODS: ClassVar[tuple[str, ...]] = ("load_data", "build_model", "decode_input")
+
+    # ---- data ------------------------------------------------------------------------------------
+    def load_data(self, source: DataSource, config: TaskConfig) -> DataBundle:
+        """Read ``source`` into unbatched ``(raw_input, label)`` datasets plus metadata."""
+        raise NotImplementedError
+
+    def batch(self, ds: tf.data.Dataset, batch_size: int, *, training: bool, config: TaskConfig, meta: dict):
+        """Batch a split. Override to bucket by length or to pad; labels may be transformed here."""
+        return ds.batch(batch_size, drop_remainder=False)
+
+    # ---- model -----------------------------------------------------------------------------------
+    def build_model(self, config: TaskConfig, data: DataBundle) -> keras.Model:
+        """A Keras model whose inputs are raw inputs (preprocessing inside, registered layers only)."""
+        raise NotImplementedError
+
+    def loss(self, config: TaskConfig, meta: dict):
+        raise NotImplementedError
+
+    def metrics(self, config: TaskConfig, meta: dict) -> list:
+        return []
+
+    def optimizer(self, config: TaskConfig, steps_per_epoch: int):
+        """AdamW with the config's schedule; tasks with special needs override it."""
+        from suite.schedules import make_learning_rate
+
+        import keras
+
+        lr = make_learning_rate(config, steps_per_epoch)
+        return keras.optimizers.AdamW(learning_rate=lr, weight_decay=config.weight_decay, clipnorm=1.0)
+
+    # ---- prediction --------------------------------------------------------------------------------
+    def decode_input(self, raw: bytes | str, meta: dict) -> np.ndarray:
+        """Turn user input (file bytes or text) into one raw model input; raise InputError if it can't be."""
+        raise NotImplementedError
+
+    def stack_inputs(self, inputs: list[np.ndarray]) -> np.ndarray:
+        """Stack decoded inputs into a batch. Override when inputs vary in shape (pad them)."""
+        try:
+            return np.stack(inputs)
+        except ValueError:
+            raise InputError("inputs of different shapes cannot be predicted in one batch") from None
+
+    def predict_batch(self, forward, batch: np.ndarray, meta: dict) -> Any:
+        """Run the model on a batch of decoded inputs. ``forward`` is the compiled model call."""
+        return np.asarray(forward(batch))
+
+    def postprocess(self, outputs: Any, meta: dict, top_k: int = 5) -> list[dict]:
+        """Turn a batch of outputs into one human-readable dict per input."""
+        raise NotImplementedError
+
+    def explain(self, model: keras.Model, x: np.ndarray, meta: dict) -> Explanation | None:
+        """An optional explanation of the prediction for one decoded input."""
+        return None
+
+    def examples(self, meta: dict) -> list[Example]:
+        """Example inputs for the app's "Try it" tab and for tests."""
+        return []
+
+    def preview(self, x: Any) -> str | bytes:
+        """A short preview of one raw input for reports: text, or PNG bytes for images."""
+        return str(x)[:200]
+
+    # ---- evaluation ----------------------------------------------------------------------------
+    def evaluate(self, model: keras.Model, ds: tf.data.Dataset, config: TaskConfig, meta: dict,
+                 *, limit: int = 0) -> dict[str, Any]:
+        """Task metrics on an unbatched split. Classification tasks inherit a full report."""
+        raise NotImplementedError
+
+    # ---- export --------------------------------------------------------------------------------
+    def export_limits(self) -> dict[str, str]:
+        """Formats this task's model cannot be carried in, with the one-line reason."""
+        return {}
+
+    # ---- helpers -------------------------------------------------------------------------------
+    @classmethod
+    def missing_parts(cls) -> list[str]:
+        """Names of required attributes or methods the subclass does not provide (for the registry)."""
+        missing = [attr for attr in ("name", "title", "input_kind") if not getattr(cls, attr, "")]
+        if getattr(cls, "input_kind", "") and cls.input_kind not in INPUT_KINDS:
+            missing.append(f"input_kind (one of {', '.join(INPUT_KINDS)})")
+        if cls.output_kind not in OUTPUT_KINDS:
+            missing.append(f"output_kind (one of {', '.join(OUTPUT_KINDS)})")
+        if not (isinstance(cls.config_class, type) and issubclass(cls.config_class, TaskConfig)):
+            missing.append("config_class (a TaskConfig subclass)")
+        for method in cls.REQUIRED_METHODS:
+            impl = getattr(cls, method, None)
+            # Still the abstract placeholder from this module's base classes?
+            if impl is None or getattr(impl, "__module__", "") == __name__ and impl.__qualname__.split(".")[0] in (
+                "Task", "ClassificationTask") and method in _ABSTRACT:
+                missing.append(method)
+        return missing
+
+    def make_config(self, overrides: dict | None = None) -> TaskConfig:
+        return self.config_class.from_dict(overrides or {})
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name!r}>"
+
+
+class ClassificationTask(Task):
+    """A task that maps one raw input to one of N classes.
+
+    Concrete plugins declare ``build_inputs`` (the raw ``keras.Input``), ``build_preprocessor`` (registered
+    layers from raw input to features) and ``build_backbone``; this class adds the head, the loss, metrics,
+    post-processing and a full evaluation report.
+    """
+
+    REQUIRED_METHODS = ("load_data", "decode_input", "build_inputs", "build_backbone")
+
+    def build_inputs(self, config: TaskConfig, meta: dict):
+        raise NotImplementedError
+
+    def build_preprocessor(self, config: TaskConfig, data: DataBundle):
+        """Layers from raw input to the backbone's input. Returns a callable on tensors (or None)."""
+        return None
+
+    def build_backbone(self, config: TaskConfig, meta: dict):
+        """A callable from preprocessed tensors to a feature vector (or to logits' input)."""
+        raise NotImplementedError
+
+    def head_dropout(self, config: TaskConfig) -> float:
+        return float(getattr(config, "dropout", 0.0))
+
+    def build_model(self, config: TaskConfig, data: DataBundle):
+        import keras
+
+        meta = data.meta
+        inputs = self.build_inputs(config, meta)
+        x = inputs
+        preprocessor = self.build_preprocessor(config, data)
+        if preprocessor is not None:
+            x = preprocessor(x)
+        x = self.build_backbone(config, meta)(x)
+        if self.head_dropout(config) > 0:
+            x = keras.layers.Dropout(self.head_dropout(config), name="head_dropout")(x)
+        logits = keras.layers.Dense(len(meta["class_names"]), name="logits")(x)
+        # Probabilities stay float32 under mixed precision.
+        probs = keras.layers.Activation("softmax", dtype="float32", name="probabilities")(logits)
+        return keras.Model(inputs, probs, name=self.name)
+
+    def batch(self, ds, batch_size: int, *, training: bool, config: TaskConfig, meta: dict):
+        import tensorflow as tf
+
+        n = len(meta["class_names"])
+        ds = ds.batch(batch_size, drop_remainder=False, num_parallel_calls=tf.data.AUTOTUNE)
+        return ds.map(lambda x, y: (x, tf.one_hot(tf.cast(y, tf.int32), n)), num_parallel_calls=tf.data.AUTOTUNE)
+
+    def loss(self, config: TaskConfig, meta: dict):
+        import keras
+
+        return keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing)
+
+    def metrics(self, config: TaskConfig, meta: dict) -> list:
+        import keras
+
+        metrics: list = [keras.metrics.CategoricalAccuracy(name="accuracy")]
+        if len(meta["class_names"]) > 5:
+            metrics.append(keras.metrics.TopKCategoricalAccuracy(k=5, name="top5_accuracy"))
+        return metrics
+
+    def postprocess(self, outputs: Any, meta: dict, top_k: int = 5) -> list[dict]:
+        names = meta["class_names"]
+        probs = np.asarray(outputs, dtype=np.float32)
+        results = []
+        for row in probs:
+            order = np.argsort(-row)[: max(1, min(top_k, len(names)))]
+            results.append(
+                {
+                    "label": names[int(order[0])],
+                    "score": float(row[order[0]]),
+                    "top": [{"label": names[int(i)], "score": float(row[i])} for i in order],
+                }
+            )
+        return results
+
+    def evaluate(self, model, ds, config: TaskConfig, meta: dict, *, limit: int = 0) -> dict[str, Any]:
+        from suite.evaluation import classification_report
+
+        return classification_report(self, model, ds, config, meta, limit=limit)

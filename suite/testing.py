@@ -1,0 +1,159 @@
+"""The reusable plugin test suite: every plugin, built-in or third-party, runs the same checks with one class.
+
+    from suite.testing import PluginTestSuite
+
+    class TestMyPlugin(PluginTestSuite):
+        task_name = "my_task"
+        overrides = {"epochs": 1}          # keep it small: this trains a real model on the built-in sample
+        bad_inputs = [b"", b"not an image"]
+
+It checks (as KerasHub's ``TestCase.run_task_test`` does for its models): registration through the entry
+point; config defaults and validation; the built-in sample's datasets and metadata; that the model takes raw
+inputs; a short training run through the suite's trainer; reloading ``model.keras`` with ``safe_mode=True``
+and identical outputs; prediction on the plugin's own examples; bad inputs raising ``InputError``; and
+every export format verified against the Keras model.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, ClassVar
+
+import numpy as np
+import pytest
+
+from suite.errors import ConfigError, InputError
+
+
+class PluginTestSuite:
+    task_name: ClassVar[str] = ""
+    overrides: ClassVar[dict[str, Any]] = {"epochs": 1}
+    bad_inputs: ClassVar[list[Any]] = []
+    export_formats: ClassVar[tuple[str, ...]] = ("keras", "saved_model", "tflite", "onnx")
+    min_export_agreement: ClassVar[float] = 0.95
+
+    # ---- fixtures -------------------------------------------------------------------------------
+    @pytest.fixture(scope="class")
+    def task(self):
+        from suite.registry import get_registry
+
+        reg = get_registry()
+        assert self.task_name in reg, f"{self.task_name} not registered; failures: {reg.failures}"
+        return reg.get(self.task_name)
+
+    @pytest.fixture(scope="class")
+    def suite_home(self, tmp_path_factory):
+        home = tmp_path_factory.mktemp(f"runs-{self.task_name}")
+        old = os.environ.get("SUITE_HOME")
+        os.environ["SUITE_HOME"] = str(home)
+        yield home
+        if old is None:
+            os.environ.pop("SUITE_HOME", None)
+        else:
+            os.environ["SUITE_HOME"] = old
+
+    @pytest.fixture(scope="class")
+    def trained_run(self, task, suite_home):
+        from suite.trainer import TrainOptions, train
+
+        return train(task, "sample", dict(self.overrides), options=TrainOptions(tensorboard=False))
+
+    @pytest.fixture(scope="class")
+    def predictor(self, trained_run):
+        from suite.predictor import Predictor
+
+        return Predictor(trained_run)
+
+    # ---- contract -----------------------------------------------------------------------------
+    def test_registered_with_all_parts(self, task):
+        assert task.name == self.task_name
+        assert type(task).missing_parts() == []
+        assert task.title and task.description
+
+    def test_config_defaults_validate_and_reject_unknown_keys(self, task):
+        config = task.make_config()
+        config.validate()
+        assert task.config_class.from_dict(config.to_dict()) == config
+        with pytest.raises(ConfigError):
+            task.make_config({"no_such_key_anywhere": 1})
+        with pytest.raises(ConfigError):
+            task.make_config({"epochs": -1})
+
+    def test_sample_data_has_splits_and_meta(self, task):
+        from suite.data import parse_source
+
+        config = task.make_config(dict(self.overrides))
+        bundle = task.load_data(parse_source("sample"), config)
+        assert bundle.train is not None
+        x, y = next(iter(bundle.train))
+        assert x is not None and y is not None
+        if task.output_kind == "classes":
+            names = bundle.meta["class_names"]
+            assert len(names) >= 2 and len(set(names)) == len(names)
+        assert bundle.synthetic == task.sample_synthetic
+
+    # ---- training and the saved model ---------------------------------------------------------------
+    def test_training_completes_and_writes_run_folder(self, trained_run):
+        assert trained_run.status == "completed", trained_run.info.get("error")
+        for name in ("run.json", "config.yaml", "meta.json", "events.jsonl", "history.csv", "model.keras",
+                     "metrics.json", "README.md"):
+            assert trained_run.file(name).is_file(), name
+        assert trained_run.metrics.get("test"), "no test metrics"
+
+    def test_model_reloads_in_safe_mode_with_identical_outputs(self, trained_run, predictor):
+        import keras
+
+        model = keras.saving.load_model(trained_run.model_path, safe_mode=True, compile=False)
+        assert not _has_lambda(model), "models must not contain Lambda layers"
+        examples = predictor.task.examples(predictor.meta)
+        assert examples, "a plugin must offer example inputs"
+        x = predictor.task.stack_inputs([predictor.decode(e.value) for e in examples[:2]])
+        if predictor.task.output_kind == "classes":
+            np.testing.assert_allclose(np.asarray(model(x, training=False)), np.asarray(predictor.forward(x)),
+                                       rtol=1e-4, atol=1e-5)
+
+    def test_predict_examples_gives_readable_results(self, predictor):
+        examples = predictor.task.examples(predictor.meta)
+        results = predictor.predict([e.value for e in examples])
+        assert len(results) == len(examples)
+        for r in results:
+            if predictor.task.output_kind == "classes":
+                assert r["label"] in predictor.meta["class_names"]
+                assert 0.0 <= r["score"] <= 1.0
+                total = sum(t["score"] for t in r["top"])
+                assert total <= 1.0 + 1e-4
+            else:
+                assert isinstance(r["translation"], str)
+
+    def test_bad_inputs_raise_input_error(self, predictor):
+        for bad in self.bad_inputs:
+            with pytest.raises(InputError):
+                predictor.predict([bad])
+        # and the predictor still works afterwards
+        example = predictor.task.examples(predictor.meta)[0]
+        assert predictor.predict([example.value])
+
+    # ---- export ---------------------------------------------------------------------------------------
+    def test_every_export_is_verified(self, trained_run):
+        export = pytest.importorskip("suite.export")
+        reports = export.export_run(trained_run, formats=",".join(self.export_formats), quantize="none", examples=32)
+        for fmt in self.export_formats:
+            rep = reports[fmt]
+            if rep.get("supported") is False:
+                assert rep["reason"], f"{fmt}: an unsupported export must say why"
+                continue
+            assert (trained_run.exports_dir / fmt / "report.json").is_file()
+            ver = rep["verification"]
+            if "top1_agreement" in ver:
+                assert ver["top1_agreement"] >= self.min_export_agreement, (fmt, ver)
+
+
+def _has_lambda(model) -> bool:
+    import keras
+
+    def walk(layer):
+        if isinstance(layer, keras.layers.Lambda):
+            return True
+        return any(walk(sub) for sub in getattr(layer, "_layers", []) or [])
+
+    return walk(model)

@@ -1,0 +1,384 @@
+"""One strategy-aware trainer that drives every task (TF Model Garden's ``official/core`` trainer, for Keras 3).
+
+The path of a run: pick the strategy and precision -> open or resume the run folder -> load data through the
+task -> build input pipelines (cache, shuffle, batch, prefetch; sharded per worker) -> build and compile the
+model inside ``strategy.scope()`` -> ``model.fit`` with backup/restore, best checkpoint, progress events and a
+divergence guard -> restore the best weights -> evaluate on the test split -> save ``model.keras`` and the
+model card, atomically.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import shutil
+import signal
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from suite import atomic
+from suite.config import load_config_file
+from suite.data import DataBundle, parse_source
+from suite.errors import RunError, SuiteError
+from suite.events import EventWriter
+from suite.runstore import Run, RunStore, now_iso
+from suite.task import Task
+
+RESUMABLE = ("created", "running", "interrupted", "failed", "stopped")
+
+
+@dataclasses.dataclass
+class TrainOptions:
+    """How to train, as opposed to what (the task config): stored in ``run.json``."""
+
+    strategy: str = "auto"
+    devices: int = 0  # split the CPU into N logical devices (mirrored training without GPUs)
+    precision: str = "auto"
+    jit_compile: bool = False
+    seed: int = 0
+    steps_per_execution: int = 1
+    cache: str = "auto"  # auto | memory | none
+    tensorboard: bool = True
+    deterministic: bool = False  # enable TF op determinism (slower)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def default_run_name(task: str, data: str, config: dict, options: TrainOptions) -> str:
+    """A name derived from what is trained, so rerunning the same command finds (and resumes) the same run."""
+    key = json.dumps({"task": task, "data": data, "config": config, "seed": options.seed}, sort_keys=True)
+    digest = hashlib.sha1(key.encode()).hexdigest()[:8]
+    return f"{task}-{digest}"
+
+
+def _resolve_task(task: Task | str) -> Task:
+    if isinstance(task, Task):
+        return task
+    from suite.registry import get
+
+    return get(task)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@contextlib.contextmanager
+def _run_lock(run: Run):
+    """A PID lock file: refuses a second live trainer on the same run folder; a dead holder's lock is stale."""
+    lock = run.file(".lock")
+    if lock.exists():
+        try:
+            pid = int(lock.read_text().strip() or 0)
+        except (OSError, ValueError):
+            pid = 0
+        if pid and pid != os.getpid() and _pid_alive(pid):
+            raise RunError(f"run {run.name!r} is already being trained by process {pid}")
+    atomic.write_text(lock, str(os.getpid()))
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            lock.unlink()
+
+
+class _StopSignal:
+    """SIGTERM/SIGINT ask the run to stop at the next batch instead of killing it mid-save."""
+
+    def __init__(self, monitor):
+        self.monitor = monitor
+        self.previous: dict[int, Any] = {}
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM,):
+                self.previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        self.monitor.stop_flag = True
+
+    def __exit__(self, *exc):
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+
+
+def build_pipeline(task: Task, ds, *, batch_size: int, training: bool, config, meta: dict, count: int | None,
+                   options: TrainOptions, input_context=None):
+    """The tf.data pipeline of one split: shard, cache, shuffle, batch (by the task), repeat, prefetch."""
+    import tensorflow as tf
+
+    if input_context is not None and input_context.num_input_pipelines > 1:
+        ds = ds.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
+        if count is not None:
+            count = math.ceil(count / input_context.num_input_pipelines)
+    cache = options.cache == "memory" or (options.cache == "auto" and meta.get("cacheable", True))
+    if cache:
+        ds = ds.cache()
+    if training:
+        buffer = min(count or 10_000, 20_000)
+        ds = ds.shuffle(max(buffer, 1), seed=options.seed, reshuffle_each_iteration=True)
+    ds = task.batch(ds, batch_size, training=training, config=config, meta=meta)
+    if training and count is not None:
+        ds = ds.repeat()
+    opts = tf.data.Options()
+    opts.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
+    opts.deterministic = bool(options.deterministic)
+    return ds.with_options(opts).prefetch(tf.data.AUTOTUNE)
+
+
+def train(
+    task: Task | str,
+    data: str = "sample",
+    overrides: dict[str, Any] | None = None,
+    *,
+    config_file: str | os.PathLike | None = None,
+    name: str | None = None,
+    resume: str | os.PathLike | None = None,
+    options: TrainOptions | None = None,
+    listeners: list[Callable[[dict], None]] | None = None,
+    store: RunStore | None = None,
+    bundle: DataBundle | None = None,
+) -> Run:
+    """Train ``task`` on ``data`` and return the run. Raises SuiteError subclasses for user mistakes.
+
+    ``resume`` continues a run folder (or name) from its last finished epoch; without it, a run whose
+    derived name matches an unfinished run is resumed too, so rerunning a killed command continues it.
+    """
+    from suite import strategy as strat
+
+    options = options or TrainOptions()
+    store = store or RunStore()
+    task = _resolve_task(task)
+
+    # The CPU must be split before TensorFlow starts its runtime.
+    if options.devices and options.devices > 1:
+        strat.split_cpu(options.devices)
+    hw = strat.detect_hardware()
+    choice = strat.choose_strategy(options.strategy, hw)
+    precision = strat.choose_precision(options.precision, hw, choice.kind)
+    strategy = strat.make_strategy(choice)  # MultiWorkerMirroredStrategy must come before other TF work
+    strat.set_precision(precision.policy)
+
+    # ---- what to train: resume an existing run, or resolve config and name ----------------------------
+    resumed = False
+    if resume is not None:
+        run = store.get(resume)
+        if run.task_name != task.name:
+            raise RunError(f"run {run.name!r} is a {run.task_name!r} run, not {task.name!r}")
+        if run.status in ("completed", "diverged"):
+            raise RunError(f"run {run.name!r} is {run.status}; nothing to resume")
+        data = run.info.get("data", data)
+        values = {**run.config, **(overrides or {})}
+        config = task.config_class.from_dict(values)
+        saved = run.info.get("options") or {}
+        options = dataclasses.replace(options, seed=saved.get("seed", options.seed))
+        resumed = True
+    else:
+        values = load_config_file(config_file) if config_file else {}
+        values.update(overrides or {})
+        config = task.config_class.from_dict(values)
+        run = None
+    source = parse_source(data)
+
+    if run is None:
+        base = name or default_run_name(task.name, source.spec, config.to_dict(), options)
+        if store.exists(base):
+            existing = store.get(base)
+            same = existing.task_name == task.name and existing.config == config.to_dict() and (
+                existing.info.get("data") == source.spec)
+            if existing.status in RESUMABLE and same:
+                run, resumed = existing, True
+            elif name and existing.status in RESUMABLE and not same:
+                raise RunError(
+                    f"run {name!r} exists with a different task, data or config; pick another --name or --resume it"
+                )
+            else:
+                base = store.unique_name(base)
+        if run is None:
+            run = store.create(base, task.name, data=source.spec)
+
+    # Only the chief writes the real run folder; other workers write to a temporary one.
+    chief = hw.is_chief
+    work_dir = run.path if chief else Path(tempfile.mkdtemp(prefix=f"suite-worker{hw.task_index}-"))
+    work_run = Run(work_dir)
+    events = EventWriter(work_run.events_path, listeners)
+    try:
+        with _run_lock(work_run) if chief else contextlib.nullcontext():
+            return _train_in_folder(
+                task, source, config, options, run=run, work_run=work_run, chief=chief, strategy=strategy,
+                choice=choice, precision=precision, hw=hw, events=events, resumed=resumed, bundle=bundle,
+            )
+    finally:
+        if not chief:
+            shutil.rmtree(work_dir, ignore_errors=True)
+
+
+def _train_in_folder(task, source, config, options, *, run, work_run, chief, strategy, choice, precision, hw,
+                     events, resumed, bundle):
+    import keras
+    import tensorflow as tf
+
+    from suite.callbacks import BestCheckpoint, Diverged, EarlyStoppingResumable, RunMonitor, StopRequested
+    from suite.modelcard import write_model_card
+
+    keras.utils.set_random_seed(options.seed)
+    if options.deterministic:
+        tf.config.experimental.enable_op_determinism()
+
+    def update(**changes):
+        if chief:
+            run.update_info(**changes)
+
+    update(
+        status="running", task=task.name, data=source.spec, options=options.to_dict(), strategy=choice.to_dict(),
+        precision=precision.to_dict(), hardware=hw.describe(), pid=os.getpid(), error=None,
+        started=now_iso() if not resumed else run.info.get("started", now_iso()),
+    )
+    say = f"strategy {choice.kind} over {', '.join(choice.devices)} ({choice.replicas} replica(s)): {choice.reason}"
+    events.emit("message", text=say)
+    events.emit("message", text=f"precision {precision.policy}: {precision.reason}")
+
+    t0 = time.perf_counter()
+    try:
+        if bundle is None:
+            bundle = task.load_data(source, config)
+        bundle = bundle.take_train(config.max_train_examples)
+        meta = dict(bundle.meta)
+        if chief:
+            atomic.write_yaml(run.file("config.yaml"), config.to_dict())
+            atomic.write_json(run.file("meta.json"), meta)
+
+        replicas = choice.replicas
+        global_batch = config.batch_size * replicas
+        n_train = bundle.counts.get("train")
+        steps_per_epoch = math.ceil(n_train / global_batch) if n_train else None
+
+        def make_train(input_context=None):
+            per_replica = (
+                input_context.get_per_replica_batch_size(global_batch) * input_context.num_replicas_in_sync
+                // max(1, input_context.num_input_pipelines)
+                if input_context is not None
+                else global_batch
+            )
+            return build_pipeline(task, bundle.train, batch_size=per_replica, training=True, config=config,
+                                  meta=meta, count=n_train, options=options, input_context=input_context)
+
+        if choice.kind == "multi_worker" and hw.workers > 1:
+            train_ds = strategy.distribute_datasets_from_function(make_train)
+        else:
+            train_ds = make_train()
+        val_ds = None
+        if bundle.val is not None:
+            val_ds = build_pipeline(task, bundle.val, batch_size=global_batch, training=False, config=config,
+                                    meta=meta, count=bundle.counts.get("val"), options=options)
+
+        update(global_batch=global_batch, replicas=replicas, steps_per_epoch=steps_per_epoch,
+               counts=bundle.counts, synthetic=bool(bundle.synthetic))
+        events.emit("run_start", task=task.name, run=run.name, resumed=resumed, epochs=config.epochs,
+                    steps_per_epoch=steps_per_epoch, global_batch=global_batch, replicas=replicas,
+                    strategy=choice.kind, precision=precision.policy)
+
+        with strategy.scope():
+            model = task.build_model(config, bundle)
+            model.compile(
+                optimizer=task.optimizer(config, steps_per_epoch or 100),
+                loss=task.loss(config, meta),
+                metrics=task.metrics(config, meta),
+                jit_compile=options.jit_compile,
+                steps_per_execution=options.steps_per_execution,
+            )
+
+        monitor = RunMonitor(events, steps_per_epoch=steps_per_epoch, global_batch=global_batch,
+                             epochs=config.epochs, stop_file=run.file("STOP") if chief else None)
+        best = BestCheckpoint(work_run.path, task.monitor if val_ds is not None else "loss",
+                              task.monitor_mode if val_ds is not None else "min")
+        callbacks: list = [
+            keras.callbacks.BackupAndRestore(str(work_run.file("backup")), delete_checkpoint=False),
+            monitor,
+            best,
+            keras.callbacks.CSVLogger(str(work_run.file("history.csv")), append=True),
+        ]
+        if options.tensorboard:
+            callbacks.append(keras.callbacks.TensorBoard(str(work_run.file("tensorboard")), write_graph=False))
+        if config.early_stopping_patience > 0:
+            callbacks.append(EarlyStoppingResumable(
+                work_run.file("early_stopping.json"), monitor=best.monitor,
+                mode=best.mode, patience=config.early_stopping_patience))
+
+        run.file("STOP").unlink(missing_ok=True) if chief else None
+        try:
+            with _StopSignal(monitor):
+                model.fit(train_ds, validation_data=val_ds, epochs=config.epochs,
+                          steps_per_epoch=steps_per_epoch, callbacks=callbacks, verbose=0, shuffle=False)
+        except Diverged as err:
+            msg = f"run diverged: {err}; lower the learning rate (now {config.learning_rate}) and train again"
+            events.emit("run_end", status="diverged", message=msg)
+            update(status="diverged", error=msg, finished=now_iso())
+            raise RunError(msg) from None
+        except StopRequested:
+            done = _epochs_done(work_run)
+            msg = f"stopped after {done} finished epoch(s); `suite train --resume {run.name}` continues"
+            events.emit("run_end", status="stopped", message=msg)
+            update(status="stopped", epochs_done=done, error=None)
+            return run
+
+        train_seconds = time.perf_counter() - t0
+        if best.restore(model):
+            events.emit("message", text=f"restored the best weights ({best.monitor} from epoch {best.best_epoch})")
+        result: dict[str, Any] = {"best_epoch": best.best_epoch, "monitor": best.monitor, "best_value": best.best}
+        if bundle.test is not None:
+            events.emit("message", text="evaluating on the test split")
+            result["test"] = task.evaluate(model, bundle.test, config, meta)
+        result["train_seconds"] = round(train_seconds, 2)
+        done = _epochs_done(work_run)
+        if chief:
+            with atomic.atomic_path(run.model_path, suffix=".keras") as tmp:
+                model.save(tmp)
+            atomic.write_json(run.file("metrics.json"), result)
+            update(status="completed", epochs_done=done, finished=now_iso(), train_seconds=round(train_seconds, 2))
+            write_model_card(run, task)
+        events.emit("run_end", status="completed", metrics=_flat_metrics(result.get("test") or {}))
+        return run
+    except (SuiteError, KeyboardInterrupt) as err:
+        if isinstance(err, KeyboardInterrupt):
+            update(status="interrupted", epochs_done=_epochs_done(work_run))
+            events.emit("run_end", status="interrupted")
+        elif run.status == "running":
+            update(status="failed", error=str(err))
+            events.emit("run_end", status="failed", message=str(err))
+        raise
+    except Exception as err:
+        update(status="failed", error=f"{type(err).__name__}: {err}".splitlines()[0])
+        events.emit("run_end", status="failed", message=f"{type(err).__name__}: {err}".splitlines()[0])
+        raise
+
+
+def _epochs_done(run: Run) -> int:
+    """The highest epoch number that finished (events of a resumed run repeat none it kept)."""
+    return max((int(e.get("epoch", 0)) for e in _events(run) if e.get("event") == "epoch_end"), default=0)
+
+
+def _events(run: Run):
+    from suite.events import iter_events
+
+    return iter_events(run.events_path)
+
+
+def _flat_metrics(metrics: dict) -> dict:
+    return {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
