@@ -56,6 +56,7 @@ class TabularClassification(ClassificationTask):
     config_class = TabularConfig
     data_formats = "A CSV file with numeric feature columns and a `label` column (set `label_column`)."
     upload_types = ("csv", "txt")
+    sample_overrides = {"epochs": 20}
 
     def load_data(self, source: DataSource, config: TabularConfig) -> DataBundle:
         import tensorflow as tf
