@@ -6,6 +6,7 @@ A crash at any point leaves either the old file or the new one under the final n
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import tempfile
@@ -14,6 +15,17 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from suite.errors import SuiteError
+
+_DISK_FULL = {errno.ENOSPC, errno.EFBIG, getattr(errno, "EDQUOT", errno.ENOSPC)}
+
+
+class DiskFullError(SuiteError, OSError):
+    """The disk (or a file-size limit) ran out during an atomic write; the previous file is untouched.
+
+    Still an ``OSError`` (with its ``errno``), so callers that catch ``OSError`` keep working.
+    """
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -48,9 +60,14 @@ def atomic_path(final: str | os.PathLike, suffix: str | None = None) -> Iterator
             os.fsync(fh.fileno())
         os.replace(tmp_path, final)
         _fsync_dir(final.parent)
-    except BaseException:
+    except BaseException as err:
         with contextlib.suppress(OSError):
             tmp_path.unlink()
+        if isinstance(err, OSError) and not isinstance(err, DiskFullError) and err.errno in _DISK_FULL:
+            full = DiskFullError(f"disk full while writing {final} ({os.strerror(err.errno)}); "
+                                 "the previous version is kept")
+            full.errno = err.errno
+            raise full from err
         raise
 
 

@@ -247,6 +247,45 @@ def export(run_ref, fmt, quantize, examples, as_json):
         click.echo(f"{name:<12} {rep.get('path', '')}  " + ", ".join(bits))
 
 
+# ---- import-model ---------------------------------------------------------------------------------
+@cli.command("import-model")
+@click.argument("path", type=click.Path(exists=False))
+@click.option("--task", "task_name", required=True, help="The task plugin whose inputs the model takes.")
+@click.option("--name", required=True, help="Name of the new run.")
+@click.option("--classes", default=None, help="Comma-separated class names of a classifier's outputs.")
+@click.option("--meta", "meta_file", type=click.Path(dir_okay=False), default=None,
+              help="JSON file of task metadata the plugin needs to decode inputs.")
+@click.option("--timeout", type=float, default=None, help="Seconds allowed to load the model (child process).")
+@click.option("--memory-mb", type=int, default=None, help="Memory limit of the loading process.")
+@click.option("--json", "as_json", is_flag=True)
+def import_model(path, task_name, name, classes, meta_file, timeout, memory_mb, as_json):
+    """Import a .keras model made elsewhere as a new run, after checking it (see docs/SECURITY.md)."""
+    import dataclasses as _dc
+
+    from suite.model_import import ImportLimits, import_keras_model
+
+    limits = ImportLimits()
+    if timeout is not None:
+        limits = _dc.replace(limits, timeout_s=timeout)
+    if memory_mb is not None:
+        limits = _dc.replace(limits, memory_mb=memory_mb)
+    meta = None
+    if meta_file:
+        try:
+            meta = json.loads(Path(meta_file).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as err:
+            raise SuiteError(f"cannot read --meta {meta_file}: {one_line(err)}") from None
+        if not isinstance(meta, dict):
+            raise SuiteError(f"--meta {meta_file} must hold a JSON object")
+    class_names = [c.strip() for c in classes.split(",")] if classes else None
+    run = import_keras_model(path, name=name, task=task_name, class_names=class_names, meta=meta, limits=limits)
+    if as_json:
+        _echo_json(run.summary())
+        return
+    click.echo(f"imported {Path(path).name} as run {run.name} ({run.task_name})")
+    click.echo(f"folder: {run.path}")
+
+
 # ---- runs -----------------------------------------------------------------------------------------
 @cli.group(invoke_without_command=True)
 @click.option("--json", "as_json", is_flag=True)
@@ -334,10 +373,12 @@ def app(port, address, streamlit_args):
     """Start the Streamlit app."""
     import subprocess
 
+    from apps.settings import streamlit_flags
     from suite.paths import app_entry
 
-    cmd = [sys.executable, "-m", "streamlit", "run", str(app_entry()), "--server.port", str(port),
-           "--server.address", address, *streamlit_args]
+    # Server settings as flags, so XSRF, CORS, upload limits... apply whatever the current directory.
+    cmd = [sys.executable, "-m", "streamlit", "run", str(app_entry()), *streamlit_flags(), "--server.port",
+           str(port), "--server.address", address, *streamlit_args]
     sys.exit(subprocess.call(cmd))
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import socket
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -105,7 +106,7 @@ def stratified_split_indices(labels, val_fraction: float, test_fraction: float, 
     parts: list[list[np.ndarray]] = [[], [], []]
     for cls in np.unique(labels):
         idx = np.flatnonzero(labels == cls)
-        tr, va, te = split_indices(len(idx), val_fraction, test_fraction, seed=seed + int(hash(str(cls)) % 997))
+        tr, va, te = split_indices(len(idx), val_fraction, test_fraction, seed=seed + zlib.crc32(str(cls).encode()) % 997)
         for bucket, sel in zip(parts, (tr, va, te), strict=True):
             bucket.append(idx[sel])
     rng = np.random.default_rng(seed)

@@ -54,7 +54,7 @@ def launch_local(command: list[str], *, workers: int, port: int = 0, timeout: fl
     for i, cfg in enumerate(tf_configs(workers, ports)):
         env = dict(os.environ, TF_CONFIG=json.dumps(cfg))
         out = None if i == 0 else subprocess.DEVNULL
-        procs.append(subprocess.Popen([sys.executable, "-m", "suite.cli", *command], env=env, stdout=out,
+        procs.append(subprocess.Popen([sys.executable, os.environ.get("SUITE_LAUNCH_SCRIPT", "-m"), *([] if os.environ.get("SUITE_LAUNCH_SCRIPT") else ["suite.cli"]), *command], env=env, stdout=out,
                                       stderr=None if i == 0 else subprocess.PIPE))
     deadline = time.monotonic() + timeout if timeout else None
     codes: dict[int, int] = {}

@@ -40,6 +40,15 @@ class Hardware:
         return len(self.cluster.get("worker", [])) + len(self.cluster.get("chief", []))
 
     @property
+    def worker_id(self) -> int:
+        """This task's position among all workers (chief first), for sharding input."""
+        if not self.cluster or self.task_type is None:
+            return 0
+        if self.task_type == "chief":
+            return 0
+        return self.task_index + len(self.cluster.get("chief", []))
+
+    @property
     def is_chief(self) -> bool:
         """The chief writes the run folder: task ``chief``, or worker 0 when the cluster has no chief."""
         if self.workers <= 1 or self.task_type is None:
@@ -121,9 +130,12 @@ def detect_hardware() -> Hardware:
         except Exception:
             pass
         gpus.append(GPU(name=details.get("device_name", dev.name), compute_capability=details.get("compute_capability")))
+    # Read the logical-device *configuration*, not the devices: listing devices would start the runtime,
+    # and MultiWorkerMirroredStrategy must be created before that.
     try:
-        cpu_devices = len(tf.config.list_logical_devices("CPU"))
-    except RuntimeError:
+        cpus = tf.config.list_physical_devices("CPU")
+        cpu_devices = len(tf.config.get_logical_device_configuration(cpus[0]) or []) or 1
+    except (RuntimeError, IndexError):
         cpu_devices = 1
     tf_config = read_tf_config()
     task = (tf_config or {}).get("task", {})

@@ -96,9 +96,9 @@ class Task:
 
     def optimizer(self, config: TaskConfig, steps_per_epoch: int):
         """AdamW with the config's schedule; tasks with special needs override it."""
-        from suite.schedules import make_learning_rate
-
         import keras
+
+        from suite.schedules import make_learning_rate
 
         lr = make_learning_rate(config, steps_per_epoch)
         return keras.optimizers.AdamW(learning_rate=lr, weight_decay=config.weight_decay, clipnorm=1.0)
@@ -149,6 +149,18 @@ class Task:
     def export_limits(self) -> dict[str, str]:
         """Formats this task's model cannot be carried in, with the one-line reason."""
         return {}
+
+    def serving_signatures(self, model: keras.Model, meta: dict) -> dict[str, Any]:
+        """SavedModel signatures: name -> ``tf.function`` with an ``input_signature`` of raw inputs.
+
+        ``serving_default`` must be present. The default (``suite.export.signatures``) takes the model's raw
+        inputs and returns ``probabilities``, ``label`` and ``score`` for classification, and passes a string
+        output through as ``translation`` for text tasks. Override to add e.g. an encoded-image-bytes signature
+        or to serve a decoding loop.
+        """
+        from suite.export.signatures import default_serving_signatures
+
+        return default_serving_signatures(self, model, meta)
 
     # ---- helpers -------------------------------------------------------------------------------
     @classmethod

@@ -131,11 +131,14 @@ def build_pipeline(task: Task, ds, *, batch_size: int, training: bool, config, m
     if cache:
         ds = ds.cache()
     if training:
-        buffer = min(count or 10_000, 20_000)
-        ds = ds.shuffle(max(buffer, 1), seed=options.seed, reshuffle_each_iteration=True)
+        buffer = max(1, min(count or 10_000, 20_000))
+        if count is not None:
+            # repeat() then one seeded shuffle stream: a new order every epoch, and the same order under every
+            # strategy (a reshuffling seed's state differs once a strategy rewrites the dataset).
+            ds = ds.repeat().shuffle(buffer, seed=options.seed, reshuffle_each_iteration=False)
+        else:
+            ds = ds.shuffle(buffer, seed=options.seed, reshuffle_each_iteration=True)
     ds = task.batch(ds, batch_size, training=training, config=config, meta=meta)
-    if training and count is not None:
-        ds = ds.repeat()
     opts = tf.data.Options()
     opts.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
     opts.deterministic = bool(options.deterministic)
@@ -175,6 +178,14 @@ def train(
     strategy = strat.make_strategy(choice)  # MultiWorkerMirroredStrategy must come before other TF work
     strat.set_precision(precision.policy)
 
+    # Only the chief writes the real run folder; other workers write to a temporary store, removed at the end.
+    chief = hw.is_chief
+    worker_tmp = None
+    if not chief:
+        worker_tmp = Path(tempfile.mkdtemp(prefix=f"suite-worker{hw.task_index}-"))
+        store = RunStore(worker_tmp)
+        resume = None
+
     # ---- what to train: resume an existing run, or resolve config and name ----------------------------
     resumed = False
     if resume is not None:
@@ -213,23 +224,19 @@ def train(
         if run is None:
             run = store.create(base, task.name, data=source.spec)
 
-    # Only the chief writes the real run folder; other workers write to a temporary one.
-    chief = hw.is_chief
-    work_dir = run.path if chief else Path(tempfile.mkdtemp(prefix=f"suite-worker{hw.task_index}-"))
-    work_run = Run(work_dir)
-    events = EventWriter(work_run.events_path, listeners)
+    events = EventWriter(run.events_path, listeners if chief else [])
     try:
-        with _run_lock(work_run) if chief else contextlib.nullcontext():
+        with _run_lock(run):
             return _train_in_folder(
-                task, source, config, options, run=run, work_run=work_run, chief=chief, strategy=strategy,
+                task, source, config, options, run=run, chief=chief, strategy=strategy,
                 choice=choice, precision=precision, hw=hw, events=events, resumed=resumed, bundle=bundle,
             )
     finally:
-        if not chief:
-            shutil.rmtree(work_dir, ignore_errors=True)
+        if worker_tmp is not None:
+            shutil.rmtree(worker_tmp, ignore_errors=True)
 
 
-def _train_in_folder(task, source, config, options, *, run, work_run, chief, strategy, choice, precision, hw,
+def _train_in_folder(task, source, config, options, *, run, chief, strategy, choice, precision, hw,
                      events, resumed, bundle):
     import keras
     import tensorflow as tf
@@ -242,8 +249,7 @@ def _train_in_folder(task, source, config, options, *, run, work_run, chief, str
         tf.config.experimental.enable_op_determinism()
 
     def update(**changes):
-        if chief:
-            run.update_info(**changes)
+        run.update_info(**changes)
 
     update(
         status="running", task=task.name, data=source.spec, options=options.to_dict(), strategy=choice.to_dict(),
@@ -260,29 +266,22 @@ def _train_in_folder(task, source, config, options, *, run, work_run, chief, str
             bundle = task.load_data(source, config)
         bundle = bundle.take_train(config.max_train_examples)
         meta = dict(bundle.meta)
-        if chief:
-            atomic.write_yaml(run.file("config.yaml"), config.to_dict())
-            atomic.write_json(run.file("meta.json"), meta)
+        atomic.write_yaml(run.file("config.yaml"), config.to_dict())
+        atomic.write_json(run.file("meta.json"), meta)
 
         replicas = choice.replicas
         global_batch = config.batch_size * replicas
         n_train = bundle.counts.get("train")
         steps_per_epoch = math.ceil(n_train / global_batch) if n_train else None
 
-        def make_train(input_context=None):
-            per_replica = (
-                input_context.get_per_replica_batch_size(global_batch) * input_context.num_replicas_in_sync
-                // max(1, input_context.num_input_pipelines)
-                if input_context is not None
-                else global_batch
-            )
-            return build_pipeline(task, bundle.train, batch_size=per_replica, training=True, config=config,
-                                  meta=meta, count=n_train, options=options, input_context=input_context)
-
+        # Multi-worker: each worker reads its own shard (InputContext), batched by the global batch; Keras's
+        # experimental_distribute_dataset then splits each batch over the worker's replicas.
+        input_context = None
         if choice.kind == "multi_worker" and hw.workers > 1:
-            train_ds = strategy.distribute_datasets_from_function(make_train)
-        else:
-            train_ds = make_train()
+            input_context = tf.distribute.InputContext(
+                num_input_pipelines=hw.workers, input_pipeline_id=hw.worker_id, num_replicas_in_sync=replicas)
+        train_ds = build_pipeline(task, bundle.train, batch_size=global_batch, training=True, config=config,
+                                  meta=meta, count=n_train, options=options, input_context=input_context)
         val_ds = None
         if bundle.val is not None:
             val_ds = build_pipeline(task, bundle.val, batch_size=global_batch, training=False, config=config,
@@ -304,24 +303,34 @@ def _train_in_folder(task, source, config, options, *, run, work_run, chief, str
                 steps_per_execution=options.steps_per_execution,
             )
 
+        if input_context is not None:
+            from suite.compat import patch_keras_for_multi_worker
+
+            patch_keras_for_multi_worker()
+        if choice.kind in ("mirrored", "multi_worker", "tpu"):
+            # From an unshuffled copy: iterating train_ds here would shift its shuffle order.
+            probe = task.batch(bundle.train.take(global_batch), global_batch, training=False, config=config,
+                               meta=meta)
+            _build_before_fit(model, strategy, probe)
+
         monitor = RunMonitor(events, steps_per_epoch=steps_per_epoch, global_batch=global_batch,
-                             epochs=config.epochs, stop_file=run.file("STOP") if chief else None)
-        best = BestCheckpoint(work_run.path, task.monitor if val_ds is not None else "loss",
+                             epochs=config.epochs, stop_file=run.file("STOP"))
+        best = BestCheckpoint(run.path, task.monitor if val_ds is not None else "loss",
                               task.monitor_mode if val_ds is not None else "min")
         callbacks: list = [
-            keras.callbacks.BackupAndRestore(str(work_run.file("backup")), delete_checkpoint=False),
+            keras.callbacks.BackupAndRestore(str(run.file("backup")), delete_checkpoint=False),
             monitor,
             best,
-            keras.callbacks.CSVLogger(str(work_run.file("history.csv")), append=True),
+            keras.callbacks.CSVLogger(str(run.file("history.csv")), append=True),
         ]
         if options.tensorboard:
-            callbacks.append(keras.callbacks.TensorBoard(str(work_run.file("tensorboard")), write_graph=False))
+            callbacks.append(keras.callbacks.TensorBoard(str(run.file("tensorboard")), write_graph=False))
         if config.early_stopping_patience > 0:
             callbacks.append(EarlyStoppingResumable(
-                work_run.file("early_stopping.json"), monitor=best.monitor,
+                run.file("early_stopping.json"), monitor=best.monitor,
                 mode=best.mode, patience=config.early_stopping_patience))
 
-        run.file("STOP").unlink(missing_ok=True) if chief else None
+        run.file("STOP").unlink(missing_ok=True)
         try:
             with _StopSignal(monitor):
                 model.fit(train_ds, validation_data=val_ds, epochs=config.epochs,
@@ -332,7 +341,7 @@ def _train_in_folder(task, source, config, options, *, run, work_run, chief, str
             update(status="diverged", error=msg, finished=now_iso())
             raise RunError(msg) from None
         except StopRequested:
-            done = _epochs_done(work_run)
+            done = _epochs_done(run)
             msg = f"stopped after {done} finished epoch(s); `suite train --resume {run.name}` continues"
             events.emit("run_end", status="stopped", message=msg)
             update(status="stopped", epochs_done=done, error=None)
@@ -346,18 +355,18 @@ def _train_in_folder(task, source, config, options, *, run, work_run, chief, str
             events.emit("message", text="evaluating on the test split")
             result["test"] = task.evaluate(model, bundle.test, config, meta)
         result["train_seconds"] = round(train_seconds, 2)
-        done = _epochs_done(work_run)
-        if chief:
-            with atomic.atomic_path(run.model_path, suffix=".keras") as tmp:
-                model.save(tmp)
-            atomic.write_json(run.file("metrics.json"), result)
-            update(status="completed", epochs_done=done, finished=now_iso(), train_seconds=round(train_seconds, 2))
-            write_model_card(run, task)
+        done = _epochs_done(run)
+        # Every worker saves (Keras collectives may run during save); non-chief copies go to a temp store.
+        with atomic.atomic_path(run.model_path, suffix=".keras") as tmp:
+            model.save(tmp)
+        atomic.write_json(run.file("metrics.json"), result)
+        update(status="completed", epochs_done=done, finished=now_iso(), train_seconds=round(train_seconds, 2))
+        write_model_card(run, task)
         events.emit("run_end", status="completed", metrics=_flat_metrics(result.get("test") or {}))
         return run
     except (SuiteError, KeyboardInterrupt) as err:
         if isinstance(err, KeyboardInterrupt):
-            update(status="interrupted", epochs_done=_epochs_done(work_run))
+            update(status="interrupted", epochs_done=_epochs_done(run))
             events.emit("run_end", status="interrupted")
         elif run.status == "running":
             update(status="failed", error=str(err))
@@ -367,6 +376,19 @@ def _train_in_folder(task, source, config, options, *, run, work_run, chief, str
         update(status="failed", error=f"{type(err).__name__}: {err}".splitlines()[0])
         events.emit("run_end", status="failed", message=f"{type(err).__name__}: {err}".splitlines()[0])
         raise
+
+
+def _build_before_fit(model, strategy, train_ds) -> None:
+    """Keras 3.15's symbolic build averages the first PerReplica batch with ``strategy.reduce``, which fails
+    when replicas got unequal shares of a batch and under MultiWorkerMirroredStrategy; build from one local
+    batch instead."""
+    x, y = next(iter(train_ds.take(1)))
+
+    def build(iterator=None, data_batch=None):
+        with strategy.scope():
+            model._symbolic_build(data_batch=(x, y, None))
+
+    model._maybe_symbolic_build = build
 
 
 def _epochs_done(run: Run) -> int:

@@ -1,0 +1,219 @@
+"""Builders of each export format, and runners that execute the written artifact itself for verification.
+
+Every builder writes into a temporary folder (the caller renames it into place) and returns
+``(artifact_path, notes)``; every runner loader returns ``fn(feed) -> np.ndarray`` for one example, where
+``feed`` is ``{input_name: batch-of-one array}``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+FORMATS = ("keras", "saved_model", "tflite", "onnx")
+QUANTIZE_MODES = ("none", "float16", "dynamic", "int8")
+FILENAMES = {"keras": "model.keras", "saved_model": "saved_model", "tflite": "model.tflite", "onnx": "model.onnx"}
+
+
+@contextlib.contextmanager
+def quiet():
+    """Silence the converters' chatter (Python-level stdout/stderr and TensorFlow's deprecation log)."""
+    import logging
+
+    tf_logger = logging.getLogger("tensorflow")
+    level = tf_logger.level
+    tf_logger.setLevel(logging.ERROR)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            yield
+    finally:
+        tf_logger.setLevel(level)
+
+
+def write_archive(model, signatures: dict[str, Any], path: Path) -> None:
+    """A SavedModel holding ``signatures`` (tf.functions with input signatures) and the model's variables."""
+    import keras
+
+    if "serving_default" not in signatures:
+        raise ValueError("serving_signatures() must return a 'serving_default' function")
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    for name, fn in signatures.items():
+        archive.add_endpoint(name, fn)
+    with quiet():
+        archive.write_out(str(path), verbose=False)
+
+
+# ---- builders ------------------------------------------------------------------------------------
+def build_keras(model, folder: Path, **_) -> tuple[Path, list[str]]:
+    path = folder / FILENAMES["keras"]
+    model.save(path)
+    return path, []
+
+
+def build_saved_model(model, folder: Path, *, signatures: dict[str, Any], **_) -> tuple[Path, list[str]]:
+    path = folder / FILENAMES["saved_model"]
+    write_archive(model, signatures, path)
+    return path, [f"signatures: {', '.join(sorted(signatures))}"]
+
+
+def build_tflite(model, folder: Path, *, carried, quantize: str, calibration: Callable[[], Iterable] | None,
+                 **_) -> tuple[Path, list[str]]:
+    """Convert the carried function through a scratch SavedModel; SELECT_TF_OPS only when builtins fail."""
+    import tensorflow as tf
+
+    scratch = Path(tempfile.mkdtemp(prefix=".scratch-", dir=folder))
+    notes: list[str] = []
+    try:
+        write_archive(model, {"serving_default": carried, "carried": carried}, scratch / "sm")
+        key = "carried"
+        if quantize == "int8":
+            if calibration is None:
+                raise ValueError("int8 needs calibration examples from the run's training split")
+            op_sets = [[tf.lite.OpsSet.TFLITE_BUILTINS_INT8],
+                       [tf.lite.OpsSet.TFLITE_BUILTINS_INT8, tf.lite.OpsSet.TFLITE_BUILTINS],
+                       [tf.lite.OpsSet.TFLITE_BUILTINS_INT8, tf.lite.OpsSet.TFLITE_BUILTINS,
+                        tf.lite.OpsSet.SELECT_TF_OPS]]
+        else:
+            op_sets = [[tf.lite.OpsSet.TFLITE_BUILTINS],
+                       [tf.lite.OpsSet.TFLITE_BUILTINS, tf.lite.OpsSet.SELECT_TF_OPS]]
+        first_error: Exception | None = None
+        content = None
+        for ops in op_sets:
+            conv = tf.lite.TFLiteConverter.from_saved_model(str(scratch / "sm"), signature_keys=[key])
+            conv.target_spec.supported_ops = ops
+            if quantize in ("float16", "dynamic", "int8"):
+                conv.optimizations = [tf.lite.Optimize.DEFAULT]
+            if quantize == "float16":
+                conv.target_spec.supported_types = [tf.float16]
+            if quantize == "int8":
+                conv.representative_dataset = calibration
+            try:
+                with quiet():
+                    content = conv.convert()
+            except Exception as err:  # the converter raises ConverterError and friends
+                first_error = first_error or err
+                continue
+            names = [o.name for o in ops]
+            if "SELECT_TF_OPS" in names:
+                notes.append("uses SELECT_TF_OPS (TensorFlow ops via the Flex delegate): the model's raw-input "
+                             "preprocessing has ops TFLite builtins lack; link tensorflow-lite-select-tf-ops")
+            if quantize == "int8" and names != ["TFLITE_BUILTINS_INT8"]:
+                notes.append("int8 with float fallback for ops that have no int8 kernel")
+            break
+        if content is None:
+            raise first_error or RuntimeError("TFLite conversion failed")
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    path = folder / FILENAMES["tflite"]
+    path.write_bytes(content)
+    if quantize == "int8":
+        notes.append("full int8 weights and activations, calibrated on training examples; float inputs and "
+                     "outputs (quantize/dequantize at the edges)")
+    return path, notes
+
+
+def build_onnx(model, folder: Path, *, carried, **_) -> tuple[Path, list[str]]:
+    """tf2onnx on the frozen carried function (Keras' own ONNX export leaves captured constants as inputs)."""
+    import tensorflow as tf
+    import tf2onnx
+    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+
+    concrete = carried.get_concrete_function()
+    frozen = convert_variables_to_constants_v2(concrete)
+    inputs = [t.name for t in frozen.inputs if t.dtype != tf.resource]
+    outputs = [t.name for t in frozen.outputs]
+    with quiet():
+        proto, _ = tf2onnx.convert.from_graph_def(frozen.graph.as_graph_def(), input_names=inputs,
+                                                  output_names=outputs, opset=17)
+    # Friendly names: the signature's input names and the carried function's output key.
+    want_in = [s.name for s in concrete.structured_input_signature[0]]
+    out_keys = sorted(concrete.structured_outputs) if isinstance(concrete.structured_outputs, dict) else []
+    _rename(proto, dict(zip(inputs, want_in, strict=False)))
+    if len(out_keys) == len(outputs):
+        _rename(proto, dict(zip(outputs, out_keys, strict=True)))
+    path = folder / FILENAMES["onnx"]
+    path.write_bytes(proto.SerializeToString())
+    return path, [f"opset 17 via tf2onnx {tf2onnx.__version__}"]
+
+
+def _rename(proto, mapping: dict[str, str]) -> None:
+    graph = proto.graph
+    for value in list(graph.input) + list(graph.output):
+        if value.name in mapping:
+            value.name = mapping[value.name]
+    for node in graph.node:
+        for i, name in enumerate(node.input):
+            if name in mapping:
+                node.input[i] = mapping[name]
+        for i, name in enumerate(node.output):
+            if name in mapping:
+                node.output[i] = mapping[name]
+
+
+BUILDERS = {"keras": build_keras, "saved_model": build_saved_model, "tflite": build_tflite, "onnx": build_onnx}
+
+
+# ---- runners -------------------------------------------------------------------------------------
+def _first(outputs: dict, key: str):
+    if key in outputs:
+        return outputs[key]
+    return outputs[sorted(outputs)[0]]
+
+
+def load_runner(fmt: str, path: Path, *, output_key: str) -> Callable[[dict], np.ndarray]:
+    """A callable running the artifact at ``path`` on one feed and returning its main output as numpy."""
+    if fmt == "saved_model":
+        import tensorflow as tf
+
+        loaded = tf.saved_model.load(str(path))
+        fn = loaded.signatures["serving_default"]
+
+        def run_saved(feed):
+            out = fn(**{k: tf.constant(v) for k, v in feed.items()})
+            return np.asarray(_first(out, output_key))
+
+        run_saved.loaded = loaded  # keep the module alive
+        return run_saved
+    if fmt == "tflite":
+        from ai_edge_litert.interpreter import Interpreter
+
+        interp = Interpreter(model_path=str(path), num_threads=min(2, os.cpu_count() or 1))
+        runner = interp.get_signature_runner("carried")
+
+        def run_tflite(feed):
+            return np.asarray(_first(runner(**feed), output_key))
+
+        return run_tflite
+    if fmt == "onnx":
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = min(2, os.cpu_count() or 1)
+        opts.log_severity_level = 3
+        session = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+        names = [i.name for i in session.get_inputs()]
+        out_names = [o.name for o in session.get_outputs()]
+        index = out_names.index(output_key) if output_key in out_names else 0
+
+        def run_onnx(feed):
+            values = list(feed.values())
+            arrays = {n: (feed[n] if n in feed else values[i]) for i, n in enumerate(names)}
+            return np.asarray(session.run(None, arrays)[index])
+
+        return run_onnx
+    raise ValueError(f"no runner for {fmt}")
+
+
+def dir_size(path: Path) -> int:
+    if path.is_file():
+        return path.stat().st_size
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())

@@ -1,0 +1,137 @@
+"""The trainer end to end, in fresh processes: mirrored == single device, multi-worker, kill and resume, NaN."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from suite.events import read_events
+
+SCRIPTS = Path(__file__).parent / "scripts"
+
+
+def _env(**extra):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", SUITE_PLUGINS="tabular_classification")
+    env.update(extra)
+    return env
+
+
+def _json_tail(out: str) -> dict:
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def test_mirrored_over_two_cpu_devices_matches_single_device(tmp_path):
+    """Same global batch (2 x 8 vs 16) and seed: losses and weights agree to float32 round-off (atol 1e-4)."""
+    results = {}
+    for strategy, devices, batch in (("mirrored", 2, 8), ("default", 0, 16)):
+        proc = subprocess.run(
+            [sys.executable, str(SCRIPTS / "train_compare.py"), strategy, str(devices), str(batch), str(tmp_path)],
+            capture_output=True, text=True, env=_env(), timeout=300,
+        )
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        results[strategy] = _json_tail(proc.stdout)
+    mirrored, single = results["mirrored"], results["default"]
+    assert mirrored["strategy"] == "mirrored" and mirrored["replicas"] == 2
+    assert single["replicas"] == 1
+    np.testing.assert_allclose(mirrored["losses"], single["losses"], atol=1e-4)
+    np.testing.assert_allclose(mirrored["weights"], single["weights"], atol=1e-4)
+
+
+def test_two_worker_localhost_run_leaves_exactly_one_run_folder(tmp_path):
+    home = tmp_path / "runs"
+    proc = subprocess.run(
+        [sys.executable, "-m", "suite.cli", "launch", "--workers", "2", "--timeout", "240", "--",
+         "train", "tabular_classification", "--epochs", "2", "--name", "mw"],
+        capture_output=True, text=True, env=_env(SUITE_HOME=str(home), TMPDIR=str(tmp_path)), timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert sorted(p.name for p in home.iterdir()) == ["mw"]
+    info = json.loads((home / "mw" / "run.json").read_text())
+    assert info["status"] == "completed" and info["strategy"]["kind"] == "multi_worker"
+    assert info["replicas"] == 2
+    leftovers = [p for p in tmp_path.iterdir() if p.name.startswith("suite-worker")]
+    assert leftovers == [], "non-chief workers must clean up their temporary folders"
+
+
+def _wait_for(predicate, timeout: float, proc=None):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        if proc is not None and proc.poll() is not None:
+            return False
+        time.sleep(0.05)
+    return False
+
+
+def test_sigkill_in_epoch_two_then_same_command_resumes_at_epoch_two(tmp_path):
+    cmd = [sys.executable, str(SCRIPTS / "slow_train.py"), str(tmp_path), "epochs=3"]
+    env = _env(SLOW_MS="40")
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+    def in_epoch_two():
+        events = [e for p in tmp_path.glob("*/events.jsonl") for e in read_events(p)]
+        return any(e["event"] == "step" and e["epoch"] == 2 for e in events)
+
+    try:
+        assert _wait_for(in_epoch_two, 240, proc), "training never reached epoch 2"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    (run_dir,) = list(tmp_path.iterdir())
+    before = len(read_events(run_dir / "events.jsonl"))
+    assert json.loads((run_dir / "run.json").read_text())["status"] == "running"
+
+    again = subprocess.run(cmd, env=_env(SLOW_MS="0"), capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert [p.name for p in tmp_path.iterdir()] == [run_dir.name], "the same command must reuse the run"
+    new = read_events(run_dir / "events.jsonl", since=before)
+    starts = [e["epoch"] for e in new if e["event"] == "epoch_start"]
+    assert starts == [2, 3], starts
+    info = json.loads((run_dir / "run.json").read_text())
+    assert info["status"] == "completed" and info["epochs_done"] == 3
+    assert (run_dir / "model.keras").is_file()
+
+
+def test_absurd_learning_rate_marks_run_diverged_and_saves_no_model(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPTS / "slow_train.py"), str(tmp_path), "learning_rate=9.5", "lr_schedule=constant"],
+        env=_env(PLAIN_SGD="1"), capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode != 0
+    (run_dir,) = list(tmp_path.iterdir())
+    info = json.loads((run_dir / "run.json").read_text())
+    assert info["status"] == "diverged"
+    assert "diverged" in info["error"] and "learning rate" in info["error"]
+    assert not (run_dir / "model.keras").exists()
+    events = read_events(run_dir / "events.jsonl")
+    assert events[-1]["event"] == "run_end" and events[-1]["status"] == "diverged"
+    # stopped within the first epoch, not at its end
+    assert not any(e["event"] == "epoch_end" for e in events)
+
+
+@pytest.mark.parametrize("flag", ["--devices", "--strategy"])
+def test_cli_prints_and_stores_strategy(tmp_path, flag):
+    args = ["--devices", "2"] if flag == "--devices" else ["--strategy", "one_device"]
+    proc = subprocess.run(
+        [sys.executable, "-m", "suite.cli", "train", "tabular_classification", "--epochs", "1", "--name", "s", *args],
+        capture_output=True, text=True, env=_env(SUITE_HOME=str(tmp_path)), timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    info = json.loads((tmp_path / "s" / "run.json").read_text())
+    if flag == "--devices":
+        assert "strategy mirrored over /cpu:0, /cpu:1 (2 replica(s))" in proc.stderr
+        assert info["strategy"]["kind"] == "mirrored" and info["replicas"] == 2
+        assert info["global_batch"] == 2 * info["options"]["devices"] * 8 or info["global_batch"] == 32
+    else:
+        assert info["strategy"]["kind"] == "one_device" and info["replicas"] == 1

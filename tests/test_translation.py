@@ -1,0 +1,252 @@
+"""The translation plugin: the shared plugin suite plus data parsing, bucketing, decoding and bad-input checks."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from suite.errors import DataSourceError, InputError, SuiteError
+from suite.testing import PluginTestSuite
+
+OVERRIDES = {"epochs": 3}
+
+
+@pytest.fixture(scope="module")
+def mt_task():
+    from suite.registry import get
+
+    return get("translation")
+
+
+@pytest.fixture(scope="module")
+def sample_run(mt_task, tmp_path_factory):
+    """One short training run on the built-in sample, shared by every test in this file."""
+    from suite.runstore import RunStore
+    from suite.trainer import TrainOptions, train
+
+    store = RunStore(tmp_path_factory.mktemp("translation-runs"))
+    overrides = {**mt_task.sample_overrides, **OVERRIDES}
+    return train(mt_task, "sample", overrides, options=TrainOptions(tensorboard=False), store=store)
+
+
+@pytest.fixture(scope="module")
+def model(sample_run):
+    return sample_run.load_model()
+
+
+@pytest.fixture(scope="module")
+def pred(sample_run, model):
+    from suite.predictor import Predictor
+
+    return Predictor(sample_run, model=model)
+
+
+class TestTranslationPlugin(PluginTestSuite):
+    task_name = "translation"
+    overrides = {**OVERRIDES}
+    bad_inputs = [b"", "   \n\t ", b"\xff\xfe\xfd"]
+    # TFLite and ONNX cannot carry the decoding loop: the export must say so (export_limits) and name saved_model.
+    export_formats = ("keras", "saved_model", "tflite", "onnx")
+
+    @pytest.fixture(scope="class")
+    def trained_run(self, sample_run):
+        return sample_run
+
+    def test_sample_model_learned_something(self, trained_run):
+        test = trained_run.metrics["test"]
+        assert test["examples"] > 0
+        assert test["bleu"] > 20, test  # a copy-nothing model scores ~0; the tiny model reaches far more
+        assert 0.5 < test["length_ratio"] < 1.5
+        assert {"source", "reference", "translation"} <= set(test["samples"][0])
+
+
+# ---- data ---------------------------------------------------------------------------------------------
+def test_read_pairs_with_and_without_attribution(tmp_path):
+    from plugins.translation.task import read_pairs
+
+    f = tmp_path / "spa.txt"
+    f.write_text("Go.\tVe.\tCC-BY 2.0 (France) Attribution: tatoeba.org #2877272\n\nHi.\tHola.\n", encoding="utf-8")
+    assert read_pairs(f) == [("Go.", "Ve."), ("Hi.", "Hola.")]
+    assert read_pairs(f, reverse=True) == [("Ve.", "Go."), ("Hola.", "Hi.")]
+    bad = tmp_path / "bad.tsv"
+    bad.write_text("Go.\tVe.\nno tab here\n", encoding="utf-8")
+    with pytest.raises(DataSourceError, match=r"bad.tsv:2"):
+        read_pairs(bad)
+    empty = tmp_path / "empty.tsv"
+    empty.write_text("\n\n", encoding="utf-8")
+    with pytest.raises(DataSourceError, match="no sentence pairs"):
+        read_pairs(empty)
+
+
+def _write(path, pairs):
+    path.write_text("".join(f"{a}\t{b}\n" for a, b in pairs), encoding="utf-8")
+
+
+def test_single_file_is_split_with_a_seed(mt_task, tmp_path):
+    from plugins.translation.task import _split, read_pairs
+
+    pairs = [(f"I have {i} apples.", f"Tengo {i} manzanas.") for i in range(60)]
+    _write(tmp_path / "pairs.tsv", pairs)
+    config = mt_task.make_config({"source_vocab_size": 50, "target_vocab_size": 50})
+    a = _split(read_pairs(tmp_path / "pairs.tsv"), config, 0)
+    assert a == _split(pairs, config, 0)
+    assert a != _split(pairs, config, 1)
+    assert sorted(a[0] + a[1] + a[2]) == sorted(pairs)
+    assert len(a[1]) == 6 and len(a[2]) == 6
+
+
+def test_folder_layout(mt_task, tmp_path):
+    from suite.data import parse_source
+
+    train = [(f"I have {i} apples.", f"Tengo {i} manzanas.") for i in range(40)]
+    _write(tmp_path / "train.tsv", train)
+    _write(tmp_path / "val.tsv", train[:3])
+    _write(tmp_path / "test.tsv", train[3:8])
+    config = mt_task.make_config({"source_vocab_size": 40, "target_vocab_size": 40})
+    bundle = mt_task.load_data(parse_source(str(tmp_path)), config)
+    assert bundle.counts == {"train": 40, "val": 3, "test": 5}
+    src, tgt = next(iter(bundle.test))
+    assert (src.numpy().decode(), tgt.numpy().decode()) == train[3]
+    assert bundle.meta["source_vocab"][:4] == ["[PAD]", "[UNK]", "[START]", "[END]"]
+    assert not bundle.synthetic
+    (tmp_path / "train.tsv").unlink()
+    with pytest.raises(DataSourceError, match="train.tsv"):
+        mt_task.load_data(parse_source(str(tmp_path)), config)
+
+
+def test_training_batches_are_bucketed_and_shifted(mt_task):
+    from plugins.translation.model import END_ID, START_ID
+    from suite.data import parse_source
+
+    config = mt_task.make_config({**mt_task.sample_overrides, "batch_size": 16})
+    bundle = mt_task.load_data(parse_source("sample"), config)
+    batches = list(mt_task.batch(bundle.train, 16, training=True, config=config, meta=bundle.meta))
+    widths = set()
+    edges = [b + 1 for b in config.bucket_boundaries]
+    for x, y in batches:
+        enc, dec, y = x["encoder_inputs"].numpy(), x["decoder_inputs"].numpy(), y.numpy()
+        assert dec.shape == y.shape and len(enc) == len(dec) <= 16
+        width = max(enc.shape[1], dec.shape[1])
+        widths.add(width)
+        # every element of a batch falls in the same length bucket
+        lengths = np.maximum((enc != 0).sum(1), (dec != 0).sum(1))
+        bucket = np.searchsorted(edges, lengths, side="right")
+        assert len(set(bucket.tolist())) == 1
+        assert (dec[:, 0] == START_ID).all()
+        n = (y != 0).sum(1)
+        assert (y[np.arange(len(y)), n - 1] == END_ID).all()
+        body = (y[:, :-1] != 0) & (y[:, :-1] != END_ID)  # targets are the decoder inputs shifted by one
+        np.testing.assert_array_equal(dec[:, 1:][body], y[:, :-1][body])
+    assert len(widths) > 2, "batches should be as wide as their bucket, not all padded to one maximum"
+    assert sum(len(x["encoder_inputs"]) for x, _ in batches) == bundle.counts["train"]
+
+
+def test_sample_numbers_follow_spanish_rules():
+    from plugins.translation.numbers import english, sample_pairs, spanish
+
+    assert spanish(0) == "cero" and spanish(16) == "dieciséis" and spanish(22) == "veintidós"
+    assert spanish(100) == "cien" and spanish(101) == "ciento uno" and spanish(555) == "quinientos cincuenta y cinco"
+    assert spanish(21, before_noun=True) == "veintiún" and spanish(931, before_noun=True) == "novecientos treinta y un"
+    assert english(342) == "three hundred forty-two"
+    pairs = sample_pairs()
+    assert pairs == sample_pairs() and len(set(pairs)) == len(pairs) > 1000
+
+
+# ---- decoding ---------------------------------------------------------------------------------------------
+SENTENCES = ["three hundred forty-two", "I have twenty-one books.", "There are ninety-nine cats.", "seven",
+             "one two three four five six seven eight nine ten", "zebra quantum ñandú 漢字"]
+
+
+def test_cached_greedy_equals_uncached_greedy(model):
+    ids, _ = model.tokenize_source(SENTENCES)
+    cached = model.generate(ids, cached=True).numpy()
+    uncached = model.generate(ids, cached=False).numpy()
+    np.testing.assert_array_equal(cached, uncached)
+    assert cached.shape == (len(SENTENCES), model.decode_length())
+
+
+def test_beam_search_log_prob_is_at_least_greedy(model):
+    ids, _ = model.tokenize_source(SENTENCES)
+    greedy, greedy_lp = model.generate(ids, beam_size=1, return_scores=True)
+    beam, beam_lp = model.generate(ids, beam_size=4, return_scores=True)
+    rescored = model.score(ids, beam).numpy()
+    np.testing.assert_allclose(rescored, beam_lp.numpy(), atol=1e-3)  # the sampler's scores are real log-probs
+    assert np.all(beam_lp.numpy() >= greedy_lp.numpy() - 1e-4), (beam_lp, greedy_lp)
+
+
+def test_length_cap_bounds_the_output(model):
+    ids, _ = model.tokenize_source(["one two three"])
+    out = model.generate(ids, max_length=3).numpy()
+    assert out.shape == (1, 3)
+
+
+# ---- prediction and bad input ------------------------------------------------------------------------------
+def test_predict_truncates_long_text_and_says_so(pred):
+    short, long = pred.predict(["forty-two", "one two three " * 40])
+    assert short["truncated"] is False and "note" not in short
+    assert long["truncated"] is True and "only its start" in long["note"]
+    assert long["source_tokens"] > pred.meta["source_sequence_length"]
+
+
+def test_unseen_characters_and_one_megabyte(pred):
+    [r] = pred.predict(["😀 漢字 ñandú"])
+    assert isinstance(r["translation"], str)
+    pred.predict(["warm up"])
+    t = time.perf_counter()
+    [big] = pred.predict(["seven hundred " * 80_000])  # ~1.1 MB
+    assert time.perf_counter() - t < 5.0
+    assert big["truncated"] is True
+    with pytest.raises(InputError, match="empty"):
+        pred.predict([""])
+
+
+def test_explanation_is_a_target_by_source_attention_map(pred):
+    exp = pred.explain("I have twenty-one books.")
+    assert exp.kind == "attention"
+    src, tgt, w = exp.data["source"], exp.data["target"], np.asarray(exp.data["weights"])
+    assert src[:3] == ["I", "have", "twenty"]
+    assert w.shape == (len(tgt), len(src)) and len(tgt) >= 1
+    np.testing.assert_allclose(w.sum(axis=1), 1.0, atol=1e-3)
+
+
+def test_savedmodel_goes_from_string_to_string(model, tmp_path):
+    import tensorflow as tf
+
+    module = tf.Module()
+    module.model = model
+    module.serve = tf.function(lambda x: {"translation": model(x, training=False)},
+                               input_signature=[tf.TensorSpec([None], tf.string, name="text")])
+    tf.saved_model.save(module, str(tmp_path / "sm"), signatures={"serving_default": module.serve})
+    loaded = tf.saved_model.load(str(tmp_path / "sm"))
+    texts = tf.constant(SENTENCES[:3])
+    got = loaded.signatures["serving_default"](text=texts)["translation"].numpy()
+    np.testing.assert_array_equal(got, model(texts).numpy())
+
+
+def test_export_limits_name_saved_model(mt_task):
+    limits = mt_task.export_limits()
+    assert set(limits) == {"tflite", "onnx"}
+    assert all("saved_model" in why for why in limits.values())
+
+
+# ---- offline paths ---------------------------------------------------------------------------------------------
+def test_tfds_offline_is_one_clear_line(mt_task, monkeypatch):
+    from suite.data import parse_source
+
+    monkeypatch.setenv("SUITE_OFFLINE", "1")
+    monkeypatch.setenv("TFDS_DATA_DIR", "/nonexistent-tfds")
+    with pytest.raises(DataSourceError, match="no network") as err:
+        mt_task.load_data(parse_source("tfds:ted_hrlr_translate/pt_to_en"), mt_task.make_config())
+    assert "\n" not in str(err.value)
+
+
+def test_pretrained_preset_offline_is_one_clear_line(mt_task, monkeypatch):
+    from suite.data import DataBundle
+
+    monkeypatch.setenv("SUITE_OFFLINE", "1")
+    config = mt_task.make_config({"pretrained": "bart_base_en"})
+    with pytest.raises(SuiteError, match="no network") as err:
+        mt_task.build_model(config, DataBundle(None, None, None, {"source_vocab": [], "target_vocab": []}))
+    assert "\n" not in str(err.value)
