@@ -385,12 +385,11 @@ def app(port, address, streamlit_args):
 @cli.command("new-plugin")
 @click.argument("name")
 @click.option("--dir", "directory", default=".", show_default=True, type=click.Path(file_okay=False))
-@click.option("--input-kind", default="table", show_default=True, type=click.Choice(["image", "text", "audio", "table"]))
-def new_plugin(name, directory, input_kind):
-    """Scaffold a pip-installable plugin package NAME with its tests."""
+def new_plugin(name, directory):
+    """Scaffold a pip-installable plugin package NAME with its tests (a working classifier to adapt)."""
     from suite.scaffold import scaffold_plugin
 
-    path = scaffold_plugin(name, Path(directory), input_kind=input_kind)
+    path = scaffold_plugin(name, Path(directory))
     click.echo(f"created {path}")
     click.echo(f"next: pip install -e {path} && pytest {path}")
 

@@ -169,25 +169,19 @@ def train(
     store = store or RunStore()
     task = _resolve_task(task)
 
-    # The CPU must be split before TensorFlow starts its runtime.
-    if options.devices and options.devices > 1:
-        strat.split_cpu(options.devices)
-    hw = strat.detect_hardware()
-    choice = strat.choose_strategy(options.strategy, hw)
-    precision = strat.choose_precision(options.precision, hw, choice.kind)
-    strategy = strat.make_strategy(choice)  # MultiWorkerMirroredStrategy must come before other TF work
-    strat.set_precision(precision.policy)
-
     # Only the chief writes the real run folder; other workers write to a temporary store, removed at the end.
-    chief = hw.is_chief
+    tf_config = strat.read_tf_config() or {}
+    chief = strat.Hardware(cluster=tf_config.get("cluster"), task_type=(tf_config.get("task") or {}).get("type"),
+                           task_index=int((tf_config.get("task") or {}).get("index", 0))).is_chief
     worker_tmp = None
     if not chief:
-        worker_tmp = Path(tempfile.mkdtemp(prefix=f"suite-worker{hw.task_index}-"))
+        worker_tmp = Path(tempfile.mkdtemp(prefix="suite-worker-"))
         store = RunStore(worker_tmp)
         resume = None
 
-    # ---- what to train: resume an existing run, or resolve config and name ----------------------------
+    # ---- what to train (pure Python, so mistakes fail fast, before TensorFlow starts) -----------------
     resumed = False
+    run = None
     if resume is not None:
         run = store.get(resume)
         if run.task_name != task.name:
@@ -195,8 +189,7 @@ def train(
         if run.status in ("completed", "diverged"):
             raise RunError(f"run {run.name!r} is {run.status}; nothing to resume")
         data = run.info.get("data", data)
-        values = {**run.config, **(overrides or {})}
-        config = task.config_class.from_dict(values)
+        config = task.config_class.from_dict({**run.config, **(overrides or {})})
         saved = run.info.get("options") or {}
         options = dataclasses.replace(options, seed=saved.get("seed", options.seed))
         resumed = True
@@ -204,9 +197,8 @@ def train(
         values = load_config_file(config_file) if config_file else {}
         values.update(overrides or {})
         config = task.config_class.from_dict(values)
-        run = None
     source = parse_source(data)
-
+    base = None
     if run is None:
         base = name or default_run_name(task.name, source.spec, config.to_dict(), options)
         if store.exists(base):
@@ -221,8 +213,17 @@ def train(
                 )
             else:
                 base = store.unique_name(base)
-        if run is None:
-            run = store.create(base, task.name, data=source.spec)
+
+    # ---- where to train ----------------------------------------------------------------------------
+    if options.devices and options.devices > 1:
+        strat.split_cpu(options.devices)  # before TensorFlow starts its runtime
+    hw = strat.detect_hardware()
+    choice = strat.choose_strategy(options.strategy, hw)
+    precision = strat.choose_precision(options.precision, hw, choice.kind)
+    strategy = strat.make_strategy(choice)  # MultiWorkerMirroredStrategy must come before other TF work
+    strat.set_precision(precision.policy)
+    if run is None:
+        run = store.create(base, task.name, data=source.spec)
 
     events = EventWriter(run.events_path, listeners if chief else [])
     try:

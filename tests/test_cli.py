@@ -1,0 +1,147 @@
+"""The CLI: one clear line and a non-zero exit for every user mistake; the happy paths on the example plugin."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+
+def suite(*args, home, check=False, timeout=240, env_extra=None):
+    env = dict(os.environ, SUITE_HOME=str(home), TF_CPP_MIN_LOG_LEVEL="3")
+    env.update(env_extra or {})
+    proc = subprocess.run([sys.executable, "-m", "suite.cli", *args], capture_output=True, text=True, env=env,
+                          timeout=timeout)
+    if check:
+        assert proc.returncode == 0, proc.stderr[-2000:]
+    return proc
+
+
+def one_error_line(proc) -> str:
+    lines = [ln for ln in proc.stderr.strip().splitlines() if ln.startswith("error:")]
+    assert "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert len(lines) == 1, proc.stderr[-2000:]
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    home = tmp_path_factory.mktemp("cli-runs")
+    suite("train", "tabular_classification", "--epochs", "3", "--name", "iris", home=home, check=True)
+    return home
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["train", "no_such_task"], "unknown task 'no_such_task'"),
+        (["train", "tabular_clasification"], "did you mean 'tabular_classification'"),
+        (["train", "tabular_classification", "--data", "/no/such/path"], "neither 'sample'"),
+        (["train", "tabular_classification", "--data", "tfds:"], "tfds: needs a data set name"),
+        (["train", "tabular_classification", "--set", "epochs"], "--set expects key=value"),
+        (["train", "tabular_classification", "--set", "nope=1"], "unknown config key 'nope'"),
+        (["train", "tabular_classification", "--set", "epochs=abc"], "epochs must be int"),
+        (["train", "tabular_classification", "--set", "lr_schedule=weird"], "lr_schedule must be one of"),
+        (["train", "tabular_classification", "--config", "/no/such.yaml"], "config file not found"),
+        (["eval", "ghost"], "no run named 'ghost'"),
+        (["predict", "ghost", "x"], "no run named 'ghost'"),
+        (["runs", "show", "ghost"], "no run named 'ghost'"),
+        (["train"], "give a TASK"),
+    ],
+)
+def test_user_mistakes_give_one_line_and_exit_2(tmp_path, monkeypatch, capsys, args, needle):
+    """In-process (fast): the same main() the console script runs."""
+    from suite.cli import main
+
+    monkeypatch.setenv("SUITE_HOME", str(tmp_path))
+    with pytest.raises(SystemExit) as exit_info:
+        main(args)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.strip().splitlines() if ln.startswith("error:")]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    assert needle in lines[0]
+    assert not any(tmp_path.iterdir()) if tmp_path.exists() else True
+
+
+def test_tfds_offline_is_one_clear_line(tmp_path):
+    proc = suite("train", "tabular_classification", "--data", "tfds:mnist", home=tmp_path,
+                 env_extra={"SUITE_OFFLINE": "1"})
+    assert proc.returncode == 2
+    line = one_error_line(proc)
+    assert "tabular_classification reads 'sample' or a CSV path" in line
+
+
+def test_plugins_lists_builtins_source_and_json(tmp_path):
+    proc = suite("plugins", "--json", home=tmp_path, check=True)
+    data = json.loads(proc.stdout)
+    names = {p["name"] for p in data["plugins"]}
+    assert "tabular_classification" in names
+    row = next(p for p in data["plugins"] if p["name"] == "tabular_classification")
+    assert row["source"] == "tabular_classification = suite_tabular:register"
+
+
+def test_plugins_env_filter_limits_what_loads(tmp_path):
+    proc = suite("plugins", "--json", home=tmp_path, check=True,
+                 env_extra={"SUITE_PLUGINS": "tabular_classification,not_installed"})
+    data = json.loads(proc.stdout)
+    assert [p["name"] for p in data["plugins"]] == ["tabular_classification"]
+    assert [f["name"] for f in data["failed"]] == ["not_installed"]
+
+
+def test_train_predict_eval_runs(trained):
+    runs = json.loads(suite("runs", "--json", home=trained, check=True).stdout)
+    assert [r["name"] for r in runs] == ["iris"] and runs[0]["status"] == "completed"
+    out = suite("predict", "iris", "5.1,3.5,1.4,0.2", "6.7,3.0,5.2,2.3", "--json", home=trained, check=True)
+    results = json.loads(out.stdout)
+    assert [r["input"] for r in results] == ["5.1,3.5,1.4,0.2", "6.7,3.0,5.2,2.3"]
+    assert all(r["label"] in ("setosa", "versicolor", "virginica") for r in results)
+    bad = suite("predict", "iris", "1,2", home=trained)
+    assert bad.returncode == 2 and "expected 4 numbers" in one_error_line(bad)
+    report = json.loads(suite("eval", "iris", "--json", home=trained, check=True).stdout)
+    assert report["examples"] == 15 and 0 <= report["accuracy"] <= 1
+    assert len(report["confusion_matrix"]) == 3
+    assert list((trained / "iris" / "eval").glob("test-*.json"))
+    shown = suite("runs", "show", "iris", home=trained, check=True).stdout
+    assert "Tabular classification" in shown and "## Test metrics" in shown
+
+
+def test_compare_and_delete(tmp_path):
+    for name, lr in (("a", "0.01"), ("b", "0.02")):
+        suite("train", "tabular_classification", "--epochs", "1", "--name", name, "--set", f"learning_rate={lr}",
+              home=tmp_path, check=True)
+    table = suite("runs", "compare", "a", "b", home=tmp_path, check=True).stdout
+    assert "learning_rate" in table and "0.01" in table and "0.02" in table
+    assert "epochs" not in table  # equal values are not shown
+    suite("runs", "delete", "a", "--yes", home=tmp_path, check=True)
+    assert not (tmp_path / "a").exists() and (tmp_path / "b").exists()
+    assert not list(tmp_path.glob(".deleting-*"))
+
+
+def test_same_command_after_completion_starts_a_new_run(tmp_path):
+    args = ("train", "tabular_classification", "--epochs", "1")
+    suite(*args, home=tmp_path, check=True)
+    suite(*args, home=tmp_path, check=True)
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert len(names) == 2 and names[1] == names[0] + "-2"
+
+
+def test_new_plugin_scaffold_installs_registers_and_passes_its_tests(tmp_path):
+    suite("new-plugin", "my-widget", "--dir", str(tmp_path), home=tmp_path, check=True)
+    root = tmp_path / "suite-my-widget"
+    assert (root / "pyproject.toml").is_file() and (root / "suite_my_widget" / "task.py").is_file()
+    assert suite("new-plugin", "my-widget", "--dir", str(tmp_path), home=tmp_path).returncode == 2
+    pip = [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "-e", str(root)]
+    subprocess.run(pip, check=True, capture_output=True)
+    try:
+        env = dict(os.environ, SUITE_PLUGINS="my_widget", SUITE_HOME=str(tmp_path / "h"), TF_CPP_MIN_LOG_LEVEL="3")
+        proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(root / "tests"),
+                               "-k", "not export", "--rootdir", str(root)],
+                              capture_output=True, text=True, env=env, timeout=300, cwd=root)
+        assert proc.returncode == 0, proc.stdout[-3000:]
+        assert "passed" in proc.stdout
+    finally:
+        subprocess.run([sys.executable, "-m", "pip", "uninstall", "-q", "-y", "suite-my-widget"], capture_output=True)
