@@ -1,0 +1,90 @@
+"""The machine's limit: sustained float32 matmul GFLOP/s, each default model's training FLOPs per example, and
+the fraction of that peak which training reaches (from the plugin benchmarks' measured throughput)."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+from bench.common import RESULTS, machine, md_table, save_results
+
+COMMAND = "python -m bench.run --only machine"
+
+
+def matmul_gflops(n: int = 2048, seconds: float = 5.0) -> float:
+    import tensorflow as tf
+
+    a = tf.random.normal((n, n))
+    b = tf.random.normal((n, n))
+
+    @tf.function
+    def mm(a, b):
+        return tf.matmul(a, b)
+
+    mm(a, b).numpy()
+    count, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        mm(a, b).numpy()
+        count += 1
+    elapsed = time.perf_counter() - t0
+    return 2 * n**3 * count / elapsed / 1e9
+
+
+def forward_flops(model) -> float | None:
+    """FLOPs of one example's forward pass, counted by TensorFlow's profiler on the traced graph."""
+    import tensorflow as tf
+    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+
+    spec = [tf.TensorSpec([1, *x.shape[1:]], x.dtype) for x in model.inputs]
+    if any(None in s.shape.as_list() for s in spec):
+        return None
+    fn = tf.function(lambda *xs: model(list(xs) if len(xs) > 1 else xs[0], training=False))
+    frozen = convert_variables_to_constants_v2(fn.get_concrete_function(*spec))
+    opts = tf.compat.v1.profiler.ProfileOptionBuilder.float_operation()
+    opts["output"] = "none"
+    info = tf.compat.v1.profiler.profile(graph=frozen.graph, options=opts)
+    return float(info.total_float_ops) if info else None
+
+
+def run(quick: bool = True) -> str:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    from suite.data import parse_source
+    from suite.registry import get_registry
+
+    peak = matmul_gflops(seconds=3.0 if quick else 10.0)
+    rows, data = [], {"peak_gflops": peak, "models": {}}
+    for task in get_registry().tasks():
+        if task.output_kind != "classes":
+            continue
+        try:
+            config = task.make_config()
+            bundle = task.load_data(parse_source("sample"), task.make_config(task.sample_overrides))
+            model = task.build_model(config, bundle)
+            flops = forward_flops(model)
+        except Exception as err:  # a plugin whose model cannot be traced at a fixed shape
+            rows.append([task.name, "-", "-", "-", f"not counted: {type(err).__name__}"])
+            continue
+        result = RESULTS / f"{task.name}.json"
+        rate = None
+        if result.exists():
+            rate = json.loads(result.read_text()).get("train_examples_per_sec")
+        train_flops = 3 * flops if flops else None  # forward + backward ~ 3x forward
+        frac = (train_flops * rate / 1e9 / peak) if (train_flops and rate) else None
+        data["models"][task.name] = {"forward_flops": flops, "train_examples_per_sec": rate, "fraction": frac}
+        rows.append([task.name, f"{flops / 1e6:.2f}" if flops else "-", f"{rate:.0f}" if rate else "-",
+                     f"{frac:.1%}" if frac else "-", "default config"])
+    save_results("machine", data)
+    return "\n".join([
+        "## The machine's limit",
+        "",
+        f"Sustained float32 matmul (2048x2048, `tf.matmul`): **{peak:.1f} GFLOP/s**.",
+        "",
+        "Training FLOPs per example are taken as 3x the forward pass counted by TensorFlow's profiler; the "
+        "training throughput comes from that plugin's benchmark (bench/results/<task>.json).",
+        "",
+        md_table(["task", "forward MFLOPs/example", "train examples/s", "fraction of matmul peak", "note"], rows),
+        "",
+        f"Command: `{COMMAND}` · machine: {machine()}",
+        "",
+    ])
