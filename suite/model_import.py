@@ -25,7 +25,9 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import stat
+import struct
 import subprocess
 import sys
 import tempfile
@@ -115,6 +117,7 @@ def check_file_kind(path: Path) -> None:
 def inspect_zip(path: Path, limits: ImportLimits | None = None) -> dict[str, Any]:
     """Check the archive's directory only; return the parsed ``config.json``. Nothing is written to disk."""
     limits = limits or ImportLimits()
+    _check_directory_record(path, limits)
     try:
         zf = zipfile.ZipFile(path)
     except (zipfile.BadZipFile, OSError) as err:
@@ -165,6 +168,24 @@ def inspect_zip(path: Path, limits: ImportLimits | None = None) -> dict[str, Any
     if not isinstance(config, dict):
         raise ModelImportError("config.json is not a model config (not a JSON object)")
     return config
+
+
+def _check_directory_record(path: Path, limits: ImportLimits) -> None:
+    """Read the zip's end-of-directory record before ``zipfile`` parses the whole directory into memory."""
+    size = path.stat().st_size
+    with open(path, "rb") as fh:
+        fh.seek(max(0, size - (22 + 0xFFFF)))
+        tail = fh.read()
+    at = tail.rfind(b"PK\x05\x06")
+    if at < 0 or len(tail) - at < 22:
+        raise ModelImportError(f"{path.name} is not a valid .keras file (no zip directory)")
+    entries, dir_size, dir_offset = struct.unpack("<HII", tail[at + 10:at + 20])
+    if entries == 0xFFFF or dir_size == 0xFFFFFFFF or dir_offset == 0xFFFFFFFF:
+        raise ModelImportError(f"{path.name} is a ZIP64 archive: too large for a .keras model the suite imports")
+    if entries > limits.max_members:
+        raise ModelImportError(f"{path.name} has {entries} zip members (at most {limits.max_members})")
+    if dir_size > limits.max_members * 1200:
+        raise ModelImportError(f"{path.name} has a {_mb(dir_size)} zip directory: refused")
 
 
 def _check_member_name(name: str) -> None:
@@ -218,7 +239,13 @@ def check_config(config: Any, packages: set[str], registered_names: set[str]) ->
         if isinstance(class_name, str) and class_name in FORBIDDEN_CLASSES:
             raise ModelImportError(f"refused: {where} is {FORBIDDEN_CLASSES[class_name]}")
         module = node.get("module")
-        if module is not None and (not isinstance(module, str) or _top(module) not in packages):
+        if module == "builtins" and class_name == "function":
+            # How Keras saves a function by name: a registered one ("pkg>fn") or a Keras built-in ("relu").
+            fn = node.get("config")
+            if not (isinstance(fn, str) and (fn in registered_names or _keras_builtin_function(fn))):
+                raise ModelImportError(f"refused: {where} names function {str(fn)[:60]!r}, which is neither a "
+                                       "Keras built-in nor registered by a suite plugin")
+        elif module is not None and (not isinstance(module, str) or _top(module) not in packages):
             raise ModelImportError(f"refused: {where} names module {str(module)[:60]!r}, which is not "
                                    f"Keras, KerasHub or a registered suite plugin")
         registered = node.get("registered_name")
@@ -238,6 +265,19 @@ def check_config(config: Any, packages: set[str], registered_names: set[str]) ->
                                        "must be stored inside the model")
             if lowered in PATH_KEYS and isinstance(value, str) and value:
                 raise ModelImportError(f"refused: {where}.{key} names a file ({value[:60]!r})")
+
+
+_BUILTIN_FUNCTION_MODULES = ("activations", "constraints", "initializers", "losses", "metrics", "optimizers",
+                             "regularizers")
+
+
+def _keras_builtin_function(name: str) -> bool:
+    """Whether Keras would resolve this bare name among its own built-in functions (what it does on load)."""
+    if not name.isidentifier() or name.startswith("_"):
+        return False
+    import keras
+
+    return any(callable(getattr(getattr(keras, mod, None), name, None)) for mod in _BUILTIN_FUNCTION_MODULES)
 
 
 def _walk(node: Any, where: str, depth: int = 0) -> Iterator[tuple[str, dict]]:
@@ -266,7 +306,9 @@ def probe_load(path: Path, limits: ImportLimits | None = None) -> dict[str, Any]
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     env["CUDA_VISIBLE_DEVICES"] = ""  # a probe needs no accelerator, and must not grab one
     cmd = [sys.executable, "-m", "suite.model_import", "--probe", str(path),
-           "--memory-mb", str(limits.memory_mb), "--cpu-s", str(int(limits.timeout_s) + 5)]
+           "--memory-mb", str(limits.memory_mb),
+           # CPU seconds add up over threads: the wall-clock timeout below is the real bound.
+           "--cpu-s", str(int(limits.timeout_s * (os.cpu_count() or 1)) + 5)]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=limits.timeout_s, env=env,
                               start_new_session=True, stdin=subprocess.DEVNULL)
@@ -275,7 +317,9 @@ def probe_load(path: Path, limits: ImportLimits | None = None) -> dict[str, Any]
     line = next((ln for ln in reversed(proc.stdout.splitlines()) if ln.startswith(_PROBE_MARK)), None)
     if line is None:
         tail = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
-        if proc.returncode < 0:
+        if proc.returncode == -signal.SIGXCPU:
+            why = "ran out of its CPU-time limit"
+        elif proc.returncode < 0:
             why = f"was killed by signal {-proc.returncode}"
         else:
             why = f"ended with code {proc.returncode}"
@@ -315,7 +359,7 @@ def _probe_main(path: str, memory_mb: int, cpu_s: int) -> int:
 
         text = one_line(err)
         if "ResourceExhausted" in text or "bad_alloc" in text or "OOM" in text:
-            text = f"it needs more than the {memory_mb} MiB memory limit ({text[:120]})"
+            text = f"it needs more than the {memory_mb} MiB memory limit ({text.split(':', 1)[0]})"
         result = {"ok": False, "error": text[:300]}
     sys.stdout.write("\n" + _PROBE_MARK + json.dumps(result) + "\n")
     sys.stdout.flush()

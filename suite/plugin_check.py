@@ -3,7 +3,7 @@
 A plugin is code that runs on import. Plain ``suite plugins`` survives a plugin that raises (even
 ``SystemExit``), but a plugin that hangs, calls ``os._exit`` or crashes the interpreter would take the process
 with it. The check runs each entry point in a child process (its own session, so a timeout kills whatever it
-spawned too), with no stdin, at most ``jobs`` at a time, and reports, never obeys.
+spawned too), with no stdin, output to capped files, at most ``jobs`` at a time, and reports, never obeys.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -20,7 +21,10 @@ from suite.registry import allowed_from_env, discover_entry_points
 
 _MARK = "SUITE-PROBE "
 _PROBE = r"""
-import json, sys
+import json, resource, sys
+# Whatever the plugin writes (our captured output included) is capped; no core dumps.
+resource.setrlimit(resource.RLIMIT_FSIZE, (int(sys.argv[2]), int(sys.argv[2])))
+resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
 from suite.registry import Registry, discover_entry_points
 name = sys.argv[1]
 reg = Registry()
@@ -34,7 +38,8 @@ print("\nSUITE-PROBE " + json.dumps({"found": found, "tasks": reg.names(),
       "sources": {n: reg.source(n) for n in reg.names()}, "failures": [f.reason for f in reg.failures]}),
       flush=True)
 """
-_MAX_OUTPUT = 1 << 20  # a chatty plugin cannot fill our memory
+_MAX_OUTPUT = 1 << 20  # the tail of the probe's output that we read
+_MAX_FILE = 64 << 20  # the most the probe may write to any file, its captured output included
 
 
 def check_entry_point(name: str, timeout: float = 60.0) -> dict:
@@ -42,16 +47,18 @@ def check_entry_point(name: str, timeout: float = 60.0) -> dict:
     start = time.monotonic()
     env = dict(os.environ)
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    proc = subprocess.Popen([sys.executable, "-c", _PROBE, name], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, env=env, start_new_session=True)
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        _kill_group(proc)
-        return _result(name, False, f"timed out after {timeout:g}s while loading (import hangs?)", start,
-                       timed_out=True)
-    out = out[-_MAX_OUTPUT:].decode("utf-8", "replace")
-    err = err[-_MAX_OUTPUT:].decode("utf-8", "replace")
+    # Output goes to files, not pipes: a chatty plugin cannot fill our memory, and a process it leaves
+    # behind cannot keep a pipe open and block us.
+    with tempfile.TemporaryFile() as fout, tempfile.TemporaryFile() as ferr:
+        proc = subprocess.Popen([sys.executable, "-c", _PROBE, name, str(_MAX_FILE)], stdin=subprocess.DEVNULL,
+                                stdout=fout, stderr=ferr, env=env, start_new_session=True)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            _kill_group(proc)
+            return _result(name, False, f"timed out after {timeout:g}s while loading (import hangs?)", start,
+                           timed_out=True)
+        out, err = _tail(fout), _tail(ferr)
     # The last marker line is ours: the plugin's own output comes before it.
     line = next((ln for ln in reversed(out.splitlines()) if ln.startswith(_MARK)), None)
     if line is None:
@@ -77,19 +84,19 @@ def _result(name: str, ok: bool, detail: str, start: float, *, tasks=(), timed_o
             "seconds": round(time.monotonic() - start, 2)}
 
 
+def _tail(fh) -> str:
+    size = fh.seek(0, os.SEEK_END)
+    fh.seek(max(0, size - _MAX_OUTPUT))
+    return fh.read().decode("utf-8", "replace")
+
+
 def _kill_group(proc: subprocess.Popen) -> None:
     """Kill the probe and anything it started (its own session), then reap it."""
     try:
         os.killpg(proc.pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
         proc.kill()
-    try:
-        proc.communicate(timeout=5)
-    except subprocess.TimeoutExpired:  # a grandchild outside the group still holds the pipes
-        for stream in (proc.stdout, proc.stderr):
-            if stream:
-                stream.close()
-        proc.wait(timeout=5)
+    proc.wait(timeout=10)
 
 
 def check_all(timeout: float = 60.0, jobs: int | None = None, names: list[str] | None = None) -> list[dict]:

@@ -63,6 +63,7 @@ PLUGINS = {
         "time.sleep(3600)\n"
     ),
     "iso_os_exit": "import os\nos._exit(7)\n",
+    "iso_chatty": "import sys\nfor _ in range(100):\n    sys.stdout.write('x' * (1 << 20))\n",
 }
 EXPECTED = {  # entry point -> a piece of its failure reason
     "iso_syntax": "import failed: SyntaxError",
@@ -72,7 +73,7 @@ EXPECTED = {  # entry point -> a piece of its failure reason
     "iso_zduplicate": "task name 'iso_good_task' is already registered by iso_good",
     "iso_missing": "missing required part(s): decode_input",
 }
-SAFE = [n for n in PLUGINS if n not in ("iso_hang", "iso_os_exit")]
+SAFE = [n for n in PLUGINS if n not in ("iso_hang", "iso_os_exit", "iso_chatty")]
 
 
 @pytest.fixture(scope="module")
@@ -122,7 +123,7 @@ def test_suite_plugins_lists_good_ones_and_each_failure(plugin_dir, tmp_path):
 def test_check_reports_hang_and_hard_exit_within_bounded_time(plugin_dir, tmp_path):
     import json
 
-    names = ["iso_good", "iso_hang", "iso_os_exit", "iso_exit", "iso_zduplicate", "iso_syntax"]
+    names = ["iso_good", "iso_hang", "iso_os_exit", "iso_exit", "iso_zduplicate", "iso_syntax", "iso_chatty"]
     start = time.monotonic()
     proc = _suite(["plugins", "--check", "--timeout", "5", "--json"], _env(plugin_dir, names, tmp_path),
                   timeout=90)
@@ -137,6 +138,9 @@ def test_check_reports_hang_and_hard_exit_within_bounded_time(plugin_dir, tmp_pa
     assert "SystemExit: 3" in results["iso_exit"]["detail"]
     assert "SyntaxError" in results["iso_syntax"]["detail"]
     assert "already registered by iso_good" in results["iso_zduplicate"]["detail"]
+    # 100 MiB on stdout: the probe's output file is capped, so the write fails and is reported.
+    assert not results["iso_chatty"]["ok"] and "File too large" in results["iso_chatty"]["detail"]
+    assert len(proc.stdout) < 1 << 20
     assert elapsed < 60, elapsed
     # The hanging plugin's own child was killed with it (the probe runs in its own session).
     pid = int((tmp_path / "grandchild.pid").read_text())

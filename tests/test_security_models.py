@@ -87,7 +87,7 @@ def test_tfsmlayer_is_refused(tmp_path, store):
     _refused(_keras_zip(tmp_path / "tfsm.keras", cfg), store, r"TFSMLayer")
 
 
-@pytest.mark.parametrize("module,fn", [("os", "system"), ("subprocess", "Popen"), ("builtins", "exec"),
+@pytest.mark.parametrize("module,fn", [("os", "system"), ("subprocess", "Popen"), ("posix", "system"),
                                        ("evil_pkg.payload", "run")])
 def test_unknown_module_is_refused(tmp_path, store, module, fn):
     cfg = _functional(_layer("Dense", {"name": "d", "units": 2,
@@ -95,6 +95,22 @@ def test_unknown_module_is_refused(tmp_path, store, module, fn):
                                                       "config": fn, "registered_name": fn}}))
     msg = _refused(_keras_zip(tmp_path / f"{module}.keras", cfg), store, r"module")
     assert repr(module) in msg
+
+
+@pytest.mark.parametrize("fn", ["exec", "eval", "system", "__import__", "evil>run"])
+def test_builtins_function_that_keras_would_not_resolve_is_refused(tmp_path, store, fn):
+    cfg = _functional(_layer("TextVectorization", {"name": "t", "standardize": {
+        "module": "builtins", "class_name": "function", "config": fn, "registered_name": "function"}}))
+    _refused(_keras_zip(tmp_path / "fn.keras", cfg), store, r"neither a Keras built-in nor registered")
+
+
+def test_builtins_function_by_keras_or_registered_name_is_accepted():
+    from suite.model_import import check_config
+
+    for fn, registered in (("relu", set()), ("suite_demo>clean", {"suite_demo>clean"})):
+        cfg = _functional(_layer("Dense", {"name": "d", "activation": {
+            "module": "builtins", "class_name": "function", "config": fn, "registered_name": "function"}}))
+        check_config(cfg, {"keras"}, registered)
 
 
 def test_unregistered_custom_object_is_refused(tmp_path, store):

@@ -111,10 +111,10 @@ class TabularClassification(ClassificationTask):
                 raw = raw.decode("utf-8")
             except UnicodeDecodeError:
                 raise InputError("a row must be UTF-8 text of comma-separated numbers") from None
-        row = next(csv.reader(io.StringIO(raw.strip())), [])
         try:
+            row = next(csv.reader(io.StringIO(raw.strip())), [])
             values = np.array([float(v) for v in row], dtype=np.float32)
-        except ValueError:
+        except (ValueError, csv.Error):
             raise InputError("a row must be comma-separated numbers") from None
         if values.shape != (meta["n_features"],):
             raise InputError(f"expected {meta['n_features']} numbers, got {values.size}")
