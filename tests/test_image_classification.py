@@ -222,7 +222,7 @@ def test_examples_are_real_digits_with_labels(task):
         assert np.asarray(img).std() > 20  # ink on a background, not a blank image
 
 
-def test_decode_input_accepts_arrays_and_paths(task, tmp_path):
+def test_decode_input_accepts_arrays_and_bytes_but_never_reads_a_typed_path(task, tmp_path):
     from suite.errors import InputError
 
     x = task.decode_input(np.random.default_rng(0).random((5, 7, 3)), {"channels": 1})
@@ -231,10 +231,12 @@ def test_decode_input_accepts_arrays_and_paths(task, tmp_path):
         task.decode_input(np.zeros((2, 3, 4, 5)), {"channels": 1})
     path = tmp_path / "digit.png"
     path.write_bytes(_png(np.full((9, 9), 200, np.uint8)))
-    y = task.decode_input(str(path), {"channels": 3})
+    y = task.decode_input(path.read_bytes(), {"channels": 3})
     assert y.shape == (9, 9, 3) and int(y.mean()) == 200
+    with pytest.raises(InputError, match="not as text"):
+        task.decode_input(str(path), {"channels": 3})
     with pytest.raises(InputError):
-        task.decode_input(str(tmp_path / "missing.png"), {"channels": 3})
+        task.decode_input("x" * 300, {"channels": 3})
 
 
 def test_serving_signature_takes_encoded_image_bytes(task):

@@ -1,0 +1,7 @@
+"""Built-in image classification plugin: the suite hands ``register`` in, the plugin calls it."""
+
+
+def register(register):
+    from plugins.image_classification.task import ImageClassificationTask
+
+    register(ImageClassificationTask())
