@@ -1,0 +1,68 @@
+"""The Streamlit app (``suite app``): navigation built from the plugin registry.
+
+Home, one page per registered plugin (generated from its UI metadata, or the plugin's own ``page``), and Runs.
+An exception on one page becomes an error message on that page; the server keeps serving.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+_ROOT = Path(__file__).resolve().parent.parent
+if str(_ROOT) not in sys.path:  # `streamlit run apps/app.py` from a checkout that is not pip-installed
+    sys.path.insert(0, str(_ROOT))
+
+import streamlit as st  # noqa: E402
+
+from apps import home, runs_page, samples, task_page  # noqa: E402
+from apps.common import guard, registry, store  # noqa: E402
+
+
+@st.cache_resource(show_spinner=False)
+def _prepare_samples_once(root: str) -> int | None:
+    """On the server's first start, train sample models for plugins that have none (one background process)."""
+    s = store()
+    proc = samples.start_background(samples.tasks_needing_samples(registry(), s), s)
+    return proc.pid if proc else None
+
+
+def _page(name: str, fn, *args):
+    def page():
+        with guard():
+            fn(*args)
+
+    page.__name__ = name
+    return page
+
+
+def _custom_page(task):
+    def page():
+        with guard(f"{task.title} (plugin page)"):
+            # `page` is a plain callable(task): set on the instance, or a function/staticmethod on the class.
+            fn = task.__dict__.get("page") or type(task).page
+            fn(task)
+
+    page.__name__ = task.name
+    return page
+
+
+def main() -> None:
+    st.set_page_config(page_title="Keras Task Suite", page_icon=":material/neurology:", layout="wide")
+    with st.spinner("Loading the task plugins…"):
+        reg = registry()
+    if samples.enabled():
+        with guard("Sample models"):
+            _prepare_samples_once(str(store().root))
+    task_pages = {}
+    for task in reg.tasks():
+        fn = _custom_page(task) if callable(task.page) else _page(task.name, task_page.render, task.name)
+        task_pages[task.name] = st.Page(fn, title=task.title, url_path=task.name)
+    home_page = st.Page(_page("home", home.render, task_pages), title="Home", icon=":material/home:",
+                        url_path="home", default=True)
+    runs = st.Page(_page("runs", runs_page.render), title="Runs", icon=":material/folder:", url_path="runs")
+    nav = st.navigation({"Suite": [home_page], "Tasks": list(task_pages.values()), "Manage": [runs]})
+    nav.run()
+
+
+main()

@@ -1,0 +1,176 @@
+"""Helpers every page shares: the registry, the run store, cached predictors and error isolation."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+import streamlit as st
+
+from suite.errors import RunError, SuiteError, one_line
+from suite.runstore import Run, RunStore
+
+SAMPLE_PREFIX = "sample-"
+ACTIVE = ("created", "running")
+
+
+def registry():
+    from suite.registry import get_registry
+
+    return get_registry()
+
+
+def store() -> RunStore:
+    # Absolute, so training subprocesses started from here write to the same folder.
+    return RunStore(RunStore().root.resolve())
+
+
+def is_sample(run: Run) -> bool:
+    return run.name.startswith(SAMPLE_PREFIX)
+
+
+def run_label(run: Run) -> str:
+    """``name · sample model · accuracy 0.93`` for select boxes."""
+    bits = [run.name]
+    if is_sample(run):
+        bits.append("sample model")
+    try:
+        test = run.metrics.get("test") or {}
+    except Exception:
+        test = {}
+    for key in ("accuracy", "bleu"):
+        if isinstance(test.get(key), (int, float)):
+            bits.append(f"{key} {test[key]:.3f}")
+            break
+    return " · ".join(bits)
+
+
+def usable_runs(task_name: str) -> list[Run]:
+    """Completed runs of ``task_name`` that have a model, newest first."""
+    out = []
+    for run in store().list(task=task_name):
+        with contextlib.suppress(Exception):
+            if run.status == "completed" and run.has_model():
+                out.append(run)
+    return out
+
+
+def pid_alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, ValueError, OverflowError):
+        return True
+    # A zombie child still answers kill(0); treat it as dead.
+    with contextlib.suppress(Exception), open(f"/proc/{int(pid)}/stat", encoding="utf-8") as fh:
+        if fh.read().split(") ", 1)[1].startswith("Z"):
+            return False
+    return True
+
+
+def is_running(run: Run) -> bool:
+    """The run's trainer is alive (status says running and its process exists)."""
+    info = run.info
+    return info.get("status") in ACTIVE and pid_alive(info.get("pid"))
+
+
+# ---- serving --------------------------------------------------------------------------------------
+@st.cache_resource(max_entries=16, show_spinner="Loading the model…")
+def _load_predictor(run_path: str, stamp: float):
+    """One Predictor per model file version: loaded once with safe_mode=True, warmed up, shared by sessions."""
+    from suite.predictor import Predictor
+
+    predictor = Predictor(Run(run_path))
+    # Trace the compiled forward now, so the user's first prediction is fast.
+    with contextlib.suppress(Exception):
+        examples = predictor.task.examples(predictor.meta)
+        if examples:
+            predictor.predict([examples[0].value])
+            other = _resized_image(examples[0].value) if predictor.task.input_kind == "image" else None
+            if other is not None:
+                # A second size makes the tf.function trace once for any image size (reduce_retracing).
+                predictor.predict([other])
+    return predictor
+
+
+def _resized_image(raw) -> bytes | None:
+    if not isinstance(raw, bytes):
+        return None
+    import io
+
+    from PIL import Image
+
+    try:
+        img = Image.open(io.BytesIO(raw))
+        img = img.resize((img.width + 7, img.height + 5))
+        buf = io.BytesIO()
+        img.save(buf, format="PNG")
+        return buf.getvalue()
+    except Exception:
+        return None
+
+
+def get_predictor(run: Run):
+    """The cached Predictor of ``run``; a clear RunError when its folder or model is gone."""
+    try:
+        stamp = run.model_path.stat().st_mtime
+    except FileNotFoundError:
+        if not run.path.exists():
+            raise RunError(f"run {run.name!r} is gone: its folder {run.path} was deleted") from None
+        raise RunError(f"run {run.name!r} has no model.keras (status: {run.status})") from None
+    return _load_predictor(str(run.path.resolve()), stamp)
+
+
+def timed_predict(predictor, raw: Any, top_k: int = 5) -> tuple[dict, float]:
+    """A prediction and the server-side milliseconds it took (decode, forward, post-processing)."""
+    t0 = time.perf_counter()
+    result = predictor.predict_one(raw, top_k=top_k)
+    return result, (time.perf_counter() - t0) * 1000.0
+
+
+# ---- error isolation ------------------------------------------------------------------------------
+def show_error(err: BaseException, where: str = "") -> None:
+    """One line for our own errors; the type, line and a collapsed traceback for anything else."""
+    prefix = f"{where}: " if where else ""
+    if isinstance(err, SuiteError):
+        st.error(prefix + one_line(err))
+        return
+    st.error(f"{prefix}{one_line(err)}")
+    with st.expander("Details"):
+        st.code("".join(traceback.format_exception(type(err), err, err.__traceback__))[-4000:])
+
+
+@contextlib.contextmanager
+def guard(where: str = ""):
+    """Run a block; an exception becomes an error message here and the rest of the page still renders.
+
+    Streamlit's own control flow (rerun, stop, switch page) derives from BaseException and passes through.
+    """
+    try:
+        yield
+    except Exception as err:
+        show_error(err, where)
+
+
+def human_bytes(n: int | float | None) -> str:
+    if n is None:
+        return "-"
+    n = float(n)
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GB"
+
+
+def path_size(path: Path) -> int:
+    if path.is_file():
+        return path.stat().st_size
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())

@@ -1,0 +1,84 @@
+"""Home: the installed plugins (and the ones that failed, with why), what `auto` picks here, recent runs."""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from apps import samples
+from apps.common import guard, is_sample, registry, store
+
+
+@st.cache_resource(show_spinner="Looking at this machine…")
+def machine() -> dict:
+    """What ``--strategy auto`` and ``--precision auto`` would choose (detecting devices imports TensorFlow)."""
+    from suite.strategy import describe_auto
+
+    return describe_auto()
+
+
+def render(pages: dict) -> None:
+    st.title("Keras Task Suite")
+    st.markdown("Try, train, evaluate, compare and export task models. Pick a task on the left, "
+                "or open one below.")
+    reg = registry()
+    with guard("Sample models"):
+        _samples_status()
+
+    st.subheader("Installed plugins")
+    if not reg.tasks():
+        st.warning("No task plugins are installed.")
+    for task in reg.tasks():
+        with st.container(border=True):
+            c1, c2 = st.columns([4, 1])
+            c1.markdown(f"**{task.title}** · `{task.name}` · input: {task.input_kind} · output: {task.output_kind}")
+            if task.description:
+                c1.caption(task.description)
+            c1.caption(f"from {reg.source(task.name)}")
+            if task.name in pages:
+                c2.page_link(pages[task.name], label="Open", icon=":material/arrow_forward:")
+    if reg.failures:
+        st.subheader("Plugins that failed to load")
+        for f in reg.failures:
+            st.error(f"**{f.name}** ({f.source}): {f.reason}")
+
+    st.subheader("This machine")
+    with guard("Hardware"):
+        auto = machine()
+        s, p = auto["strategy"], auto["precision"]
+        st.markdown(f"- Hardware: {auto['hardware']}\n"
+                    f"- `--strategy auto` → **{s['kind']}** over {', '.join(s['devices'])}: {s['reason']}\n"
+                    f"- `--precision auto` → **{p['policy']}**: {p['reason']}")
+
+    st.subheader("Recent runs")
+    with guard("Runs"):
+        rows = []
+        for run in store().list()[:10]:
+            summary = run.summary()
+            metric = summary["metrics"].get("accuracy", summary["metrics"].get("bleu"))
+            rows.append({"run": summary["name"], "task": summary["task"], "status": summary["status"],
+                         "sample model": is_sample(run), "accuracy/bleu": metric, "created": summary["created"]})
+        if rows:
+            st.dataframe(pd.DataFrame(rows), hide_index=True)
+        else:
+            st.caption(f"No runs yet in {store().root}.")
+
+
+def _samples_status() -> None:
+    state = samples.status(store())
+    tasks = state.get("tasks") or {}
+    if not tasks or not state.get("alive"):
+        return
+
+    @st.fragment(run_every=2.0, key="home-samples")
+    def live():
+        now = samples.status(store())
+        states = now.get("tasks") or {}
+        done = sum(1 for v in states.values() if v not in ("waiting", "training"))
+        st.progress(done / max(1, len(states)),
+                    text=f"Preparing small sample models on the built-in samples: {done}/{len(states)} done")
+        st.caption(" · ".join(f"{k}: {v}" for k, v in states.items()))
+        if not now.get("alive"):
+            st.rerun(scope="app")
+
+    live()

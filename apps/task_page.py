@@ -1,0 +1,607 @@
+"""The page every plugin gets without writing UI code: Try it, Train, Evaluate, Export, from its metadata."""
+
+from __future__ import annotations
+
+import base64
+import datetime as _dt
+import io
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from apps import charts, samples, training
+from apps.common import (
+    ACTIVE,
+    get_predictor,
+    guard,
+    human_bytes,
+    is_running,
+    is_sample,
+    path_size,
+    registry,
+    run_label,
+    show_error,
+    store,
+    timed_predict,
+    usable_runs,
+)
+from suite.errors import InputError, RunError
+from suite.runstore import Run
+from suite.strategy import PRECISIONS, STRATEGIES
+
+EXPORT_FORMATS = ("keras", "saved_model", "tflite", "onnx")
+QUANTIZE = ("none", "float16", "dynamic", "int8")
+LATENCY_TARGET_MS = 100.0
+
+
+def render(task_name: str) -> None:
+    task = registry().get(task_name)
+    st.title(task.title)
+    if task.description:
+        st.caption(task.description)
+    runs = usable_runs(task.name)
+    with guard("Sample model"):
+        sample_banner(task, runs)
+    run = select_run(task, runs)
+    tabs = st.tabs(["Try it", "Train", "Evaluate", "Export"])
+    with tabs[0], guard("Try it"):
+        try_tab(task, run)
+    with tabs[1], guard("Train"):
+        train_tab(task)
+    with tabs[2], guard("Evaluate"):
+        evaluate_tab(task, run)
+    with tabs[3], guard("Export"):
+        export_tab(task, run)
+
+
+# ---- model selection ------------------------------------------------------------------------------
+def select_run(task, runs: list[Run]) -> Run | None:
+    """The model to use: newest completed run by default; says so when the chosen one was deleted."""
+    key = f"{task.name}:run"
+    # Options are the labels themselves (no format_func), so the widget's value round-trips everywhere.
+    by_label = {run_label(r): r for r in runs}
+    chosen = st.session_state.get(key)
+    if chosen and chosen not in by_label:
+        name = chosen.split(" · ")[0]
+        if name not in {r.name for r in runs}:
+            gone = not (store().root / name).exists()
+            reason = "its folder was deleted" if gone else "it is no longer a completed run with a model"
+            st.error(f"Run {name!r} is gone: {reason}." + (" Using the newest remaining run." if runs else ""))
+        del st.session_state[key]
+    if not runs:
+        return None
+    label = st.selectbox("Model (a completed run of this task)", list(by_label), key=key,
+                         help="Newest first. Sample models were trained on the plugin's built-in sample.")
+    return by_label.get(label)
+
+
+def sample_banner(task, runs: list[Run]) -> None:
+    """While the first-start process trains this task's sample model, show its progress."""
+    root = store().root
+    state = samples.status(store())
+    task_state = (state.get("tasks") or {}).get(task.name)
+    if not task_state:
+        return
+    if task_state.startswith("failed"):
+        st.warning(f"The sample model could not be trained: {task_state[len('failed: '):]}")
+        return
+    if task_state not in ("waiting", "training") or not state.get("alive"):
+        return
+    run_dir = root / samples.sample_name(task.name)
+
+    @st.fragment(run_every=2.0, key=f"{task.name}-sample-banner")
+    def banner():
+        now = samples.status(store())
+        current = (now.get("tasks") or {}).get(task.name)
+        if current not in ("waiting", "training") or not now.get("alive"):
+            st.rerun(scope="app")  # the sample model is ready: redraw the page with it
+        prog = training.progress(run_dir)
+        if current == "waiting":
+            st.info("Preparing a small **sample model** for this task (waiting for the other sample models)…")
+        else:
+            text = f"Training the **sample model** `{run_dir.name}` on the built-in sample"
+            if prog["epochs"]:
+                text += f": epoch {prog['epoch']}/{prog['epochs']}"
+            st.progress(prog["fraction"], text=text)
+
+    banner()
+
+
+# ---- Try it ---------------------------------------------------------------------------------------
+def try_tab(task, run: Run | None) -> None:
+    if run is None:
+        st.info("No trained model for this task yet. Train one in the **Train** tab, or in one click:")
+        quick_train_button(task, key="try")
+        return
+    if is_sample(run):
+        st.caption(f"Using the **sample model** `{run.name}` (trained on the built-in sample).")
+    meta = run.meta
+    if not meta and not run.path.exists():
+        raise RunError(f"run {run.name!r} is gone: its folder {run.path} was deleted")
+    examples = []
+    with guard("Examples"):
+        examples = list(task.examples(meta))
+    raw, clicked = _input_widgets(task, examples)
+    if raw is None:
+        return
+    if isinstance(raw, str) and not raw.strip():
+        msg = "The input is empty: type something to predict on."
+        # Before anything was typed (no example to start from) it is a hint; after that, an error.
+        st.info(msg) if not examples and not clicked else st.error(msg)
+        return
+    predictor = get_predictor(run)
+    top_k = 5
+    try:
+        result, ms = timed_predict(predictor, raw, top_k=top_k)
+    except InputError as err:
+        st.error(f"This input cannot be used: {err}")
+        return
+    show_result(result, ms)
+    if st.toggle("Explain this prediction", key=f"{task.name}:explain"):
+        with guard("Explanation"), st.spinner("Explaining…"):
+            explanation = predictor.explain(raw)
+            if explanation is None:
+                st.caption("This task has no explanation view.")
+            else:
+                draw_explanation(explanation)
+
+
+def _input_widgets(task, examples) -> tuple[Any, bool]:
+    """The input widgets for the task's input kind. Returns (raw input or None, whether Predict was pressed)."""
+    kind = task.input_kind
+    key = task.name
+    if kind in ("text", "table"):
+        texts = [e for e in examples if isinstance(e.value, str)]
+        if texts:
+
+            def use_example():
+                pick = st.session_state[f"{key}:example"]
+                for e in texts:
+                    if e.name == pick:
+                        st.session_state[f"{key}:text"] = e.value
+
+            st.selectbox("Example inputs", [e.name for e in texts], key=f"{key}:example", on_change=use_example)
+        label = "A row of comma-separated numbers" if kind == "table" else "Text"
+        if f"{key}:text" not in st.session_state:
+            st.session_state[f"{key}:text"] = texts[0].value if texts else ""
+        text = st.text_area(label, key=f"{key}:text", height=100 if kind == "text" else 68)
+        clicked = st.button("Predict", key=f"{key}:predict", type="primary")
+        return text, clicked
+    # image or audio: example, upload, camera/microphone
+    live = "Camera" if kind == "image" else "Microphone"
+    binary = [e for e in examples if isinstance(e.value, bytes)]
+    modes = (["Example"] if binary else []) + ["Upload", live]
+    mode = st.radio("Input", modes, horizontal=True, key=f"{key}:mode")
+    accepted = ", ".join(task.upload_types) or "any"
+    raw = None
+    if mode == "Example":
+        pick = st.selectbox("Example inputs", [e.name for e in binary], key=f"{key}:example")
+        example = next(e for e in binary if e.name == pick)
+        if example.expected:
+            st.caption(f"expected: {example.expected}")
+        raw = example.value
+    elif mode == "Upload":
+        up = st.file_uploader(f"Upload {'an image' if kind == 'image' else 'a sound'} ({accepted})",
+                              key=f"{key}:upload",
+                              help="Checked by its content, not its name: anything that is not a valid "
+                                   f"{kind} is refused with a message.")
+        raw = up.getvalue() if up is not None else None
+    elif kind == "image":
+        shot = st.camera_input("Take a picture", key=f"{key}:camera")
+        raw = shot.getvalue() if shot is not None else None
+    else:
+        rec = st.audio_input("Record a sound", key=f"{key}:mic")
+        raw = rec.getvalue() if rec is not None else None
+    if raw is not None:
+        from apps.settings import MAX_PREDICT_UPLOAD_BYTES
+
+        if len(raw) > MAX_PREDICT_UPLOAD_BYTES:
+            st.error(f"The file is {human_bytes(len(raw))}; the limit for a prediction is "
+                     f"{human_bytes(MAX_PREDICT_UPLOAD_BYTES)}.")
+            return None, False
+        _show_input(kind, raw)
+    return raw, False
+
+
+def _show_input(kind: str, raw: bytes) -> None:
+    """Show the input back; a file that cannot be shown is left to the task's decoder to refuse."""
+    try:
+        if kind == "image":
+            from PIL import Image
+
+            Image.open(io.BytesIO(raw)).verify()
+            st.image(raw, width=160)
+        else:
+            st.audio(raw)
+    except Exception:
+        pass
+
+
+def show_result(result: dict, ms: float) -> None:
+    if "translation" in result:
+        st.markdown("**Translation**")
+        st.success(result["translation"] or "(empty)")
+    else:
+        top = result.get("top") or [{"label": result.get("label"), "score": result.get("score", 0.0)}]
+        st.markdown(f"### Prediction: {result.get('label')}  \n{result.get('score', 0.0):.1%} confident")
+        st.altair_chart(charts.topk_bars(top), height=60 + 32 * len(top))
+    mark = "within" if ms <= LATENCY_TARGET_MS else "over"
+    st.caption(f"Answered in {ms:.1f} ms on the server ({mark} the {LATENCY_TARGET_MS:.0f} ms target; "
+               "decode, model and post-processing).")
+
+
+def draw_explanation(exp) -> None:
+    data = exp.data
+    if exp.kind == "heatmap":
+        image = np.asarray(data["image"])
+        heat = np.asarray(data["heatmap"], dtype=np.float32)
+        cols = st.columns(2)
+        cols[0].image(charts.to_rgb(image), caption="Input", width="stretch")
+        cols[1].image(charts.heatmap_overlay(image, heat), caption="Where the model looked", width="stretch")
+    elif exp.kind == "tokens":
+        st.markdown(charts.token_html(data["tokens"], data["scores"]), unsafe_allow_html=True)
+        st.caption("Green pushes toward the prediction, red away from it.")
+    elif exp.kind == "attention":
+        st.altair_chart(charts.attention_chart(data["source"], data["target"], data["weights"]))
+    else:
+        st.json(data)
+    if exp.caption:
+        st.caption(exp.caption)
+
+
+# ---- Train ----------------------------------------------------------------------------------------
+def quick_train_button(task, key: str) -> None:
+    if st.button("Train on the built-in sample", key=f"{task.name}:quick:{key}",
+                 type="primary" if key == "try" else "secondary",
+                 help="A small model with the plugin's sample settings; takes well under a minute."):
+        with guard("Train"):
+            defaults = {f["name"]: f["default"] for f in task.config_class.describe()}
+            run, proc = training.start_training(
+                task.name, "sample", dict(task.sample_overrides), defaults,
+                name=f"{task.name}-sample-{_stamp()}", store=store())
+            _remember(task, run, proc)
+            st.rerun()
+
+
+def _stamp() -> str:
+    return _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+
+
+def _remember(task, run: Run, proc) -> None:
+    st.session_state.setdefault("procs", {})[str(run.path)] = proc
+    st.session_state[f"{task.name}:watch"] = run.name
+
+
+def train_tab(task) -> None:
+    key = task.name
+    st.subheader("Data")
+    choice = st.radio("Data source", ["Built-in sample", "TFDS data set", "Local path", "Upload a zip"],
+                      horizontal=True, key=f"{key}:source")
+    tfds_name = path = upload = None
+    if choice == "TFDS data set":
+        tfds_name = st.text_input("TFDS name", value=(task.tfds_examples or ("tfds:",))[0], key=f"{key}:tfds",
+                                  help="tfds:NAME[/CONFIG]; downloaded by TFDS when online.")
+    elif choice == "Local path":
+        path = st.text_input("Path on the server", key=f"{key}:path")
+    elif choice == "Upload a zip":
+        upload = st.file_uploader("Zip of your data", type=["zip"], key=f"{key}:zip",
+                                  help="Extracted safely on the server (no paths outside it, size limits).")
+    if choice in ("Local path", "Upload a zip") and task.data_formats:
+        st.caption(task.data_formats)
+
+    st.subheader("Settings")
+    values = config_form(task)
+    c1, c2, c3 = st.columns(3)
+    strategy = c1.selectbox("Strategy", STRATEGIES, key=f"{key}:strategy")
+    precision = c2.selectbox("Precision", PRECISIONS, key=f"{key}:precision")
+    name = c3.text_input("Run name", value=f"{task.name}-{_stamp()}", key=f"{key}:name")
+    b1, b2 = st.columns([1, 3])
+    if b1.button("Start training", type="primary", key=f"{key}:start"):
+        with guard("Start training"):
+            data = _resolve_data(choice, tfds_name, path, upload)
+            task.config_class.from_dict(values)  # one clear line for a bad value, before starting anything
+            defaults = {f["name"]: f["default"] for f in task.config_class.describe()}
+            run, proc = training.start_training(task.name, data, values, defaults, name=name.strip(),
+                                                strategy=strategy, precision=precision, store=store())
+            _remember(task, run, proc)
+            st.success(f"Started run `{run.name}` as a separate process (pid {proc.pid}).")
+    with b2:
+        quick_train_button(task, key="train")
+
+    st.subheader("Progress")
+    watch_panel(task)
+
+
+def config_form(task) -> dict[str, Any]:
+    """Widgets typed from ``config_class.describe()``: ``ui_fields`` first, the rest under 'More settings'."""
+    fields = {f["name"]: f for f in task.config_class.describe()}
+    main = [n for n in task.config_class.ui_fields if n in fields]
+    rest = [n for n in fields if n not in main]
+    values: dict[str, Any] = {}
+    cols = st.columns(min(4, max(1, len(main))))
+    for i, name in enumerate(main):
+        with cols[i % len(cols)]:
+            values[name] = _field_widget(task, fields[name])
+    with st.expander("More settings"):
+        cols = st.columns(3)
+        for i, name in enumerate(rest):
+            with cols[i % 3]:
+                values[name] = _field_widget(task, fields[name])
+    return values
+
+
+def _field_widget(task, f: dict) -> Any:
+    key = f"{task.name}:cfg:{f['name']}"
+    label, default, kind, helptext = f["name"], f["default"], f["type"], f.get("help") or None
+    if kind == "choice":
+        choices = list(f["choices"])
+        return st.selectbox(label, choices, index=choices.index(default) if default in choices else 0,
+                            key=key, help=helptext)
+    if kind == "bool":
+        return st.checkbox(label, value=bool(default), key=key, help=helptext)
+    if kind == "int":
+        return int(st.number_input(label, value=int(default), step=1, key=key, help=helptext))
+    if kind == "float":
+        return float(st.number_input(label, value=float(default), format="%g", key=key, help=helptext,
+                                     step=None))
+    if kind == "list":
+        text = st.text_input(label, value=",".join(str(v) for v in default or []), key=key,
+                             help=(helptext or "") + " (comma-separated)")
+        return [v.strip() for v in text.split(",") if v.strip()]
+    return st.text_input(label, value="" if default is None else str(default), key=key, help=helptext)
+
+
+def _resolve_data(choice: str, tfds_name, path, upload) -> str:
+    from suite.errors import DataSourceError
+
+    if choice == "Built-in sample":
+        return "sample"
+    if choice == "TFDS data set":
+        name = (tfds_name or "").strip()
+        name = name if name.startswith("tfds:") else f"tfds:{name}"
+        if name == "tfds:":
+            raise DataSourceError("give a TFDS name, for example tfds:mnist")
+        return name
+    if choice == "Local path":
+        p = Path((path or "").strip()).expanduser()
+        if not str(path or "").strip() or not p.exists():
+            raise DataSourceError(f"no such path on the server: {path!r}")
+        return str(p.resolve())
+    if upload is None:
+        raise DataSourceError("upload a zip of your data first")
+    return str(training.extract_zip(upload.getvalue(), store().root / ".uploads"))
+
+
+def watch_panel(task) -> None:
+    """Live progress of one run of this task: the one just started, or any recent one."""
+    runs = [r for r in store().list(task=task.name)]
+    watched = st.session_state.get(f"{task.name}:watch")
+    names = [r.name for r in runs]
+    if watched and watched not in names:
+        names.insert(0, watched)  # started, but the trainer has not written run.json yet
+    if not names:
+        st.caption("No runs of this task yet.")
+        return
+    select_key = f"{task.name}:watch-select"
+    if watched and st.session_state.get(f"{task.name}:watch-shown") != watched:
+        st.session_state[select_key] = watched  # a run was just started: follow it
+        st.session_state[f"{task.name}:watch-shown"] = watched
+    if st.session_state.get(select_key) not in names:
+        st.session_state.pop(select_key, None)
+    name = st.selectbox("Run", names, key=select_key)
+    run_dir = store().root / name
+    live = _is_live(run_dir)
+    if live:
+        st.fragment(run_every=1.5, key=f"{task.name}-progress-live")(_progress_view)(task, run_dir, True)
+    else:
+        _progress_view(task, run_dir, False)
+
+
+def _is_live(run_dir: Path) -> bool:
+    proc = (st.session_state.get("procs") or {}).get(str(run_dir))
+    if proc is not None and proc.poll() is None:
+        return True
+    return run_dir.exists() and is_running(Run(run_dir))
+
+
+def _progress_view(task, run_dir: Path, was_live: bool) -> None:
+    run = Run(run_dir)
+    if not run_dir.exists():
+        st.error(f"Run {run_dir.name!r} is gone: its folder was deleted.")
+        return
+    proc = (st.session_state.get("procs") or {}).get(str(run_dir))
+    code = proc.poll() if proc is not None else None
+    live = _is_live(run_dir)
+    info = run.info
+    status = info.get("status") or ("starting" if live else "not started")
+    if live and status not in ACTIVE:
+        status = "starting"
+    prog = training.progress(run_dir)
+    text = f"{run.name}: {status}"
+    if prog["epochs"]:
+        text += f" · epoch {prog['epoch']}/{prog['epochs']}"
+    if live and prog["eta_s"] is not None:
+        text += f" · about {prog['eta_s']:.0f} s left"
+    st.progress(float(prog["fraction"]), text=text)
+    if prog["history"]:
+        hist = pd.DataFrame(prog["history"]).set_index("epoch")
+        losses = [c for c in hist.columns if c.endswith("loss")]
+        others = [c for c in hist.columns if c not in losses and c != "learning_rate"]
+        c1, c2 = st.columns(2)
+        if losses:
+            c1.markdown("Loss")
+            c1.line_chart(hist[losses])
+        if others:
+            c2.markdown("Metrics")
+            c2.line_chart(hist[others])
+    elif prog["steps"]:
+        st.line_chart(pd.DataFrame(prog["steps"]).set_index("t"), x_label="step", y_label="loss")
+    b1, b2, _ = st.columns([1, 1, 3])
+    if live and b1.button("Stop", key=f"{run.name}:stop"):
+        with guard("Stop"):
+            training.request_stop(run)
+            st.info("Asked the run to stop after the current batch.")
+    if not live and status in ("stopped", "failed", "interrupted") and b2.button("Resume", key=f"{run.name}:resume"):
+        with guard("Resume"):
+            proc = training.resume_training(run, store())
+            _remember(task, run, proc)
+            st.rerun(scope="app")
+    if not live and status == "failed":
+        st.error(f"The run failed: {info.get('error') or 'see the log'}")
+    elif not live and status == "stopped":
+        st.info(f"Stopped after {info.get('epochs_done', 0)} epoch(s); Resume continues it.")
+    elif not live and code not in (None, 0) and status in ("starting", "not started", "running", "created"):
+        st.error(f"The training process exited with code {code} before the run started; see the log.")
+    if prog["message"] and status != "failed":
+        st.caption(prog["message"])
+    log = training.log_tail(run_dir)
+    if log:
+        with st.expander("Log"):
+            st.code(log)
+    if was_live and not live:
+        st.rerun(scope="app")  # finished: refresh the model list and stop polling
+
+
+# ---- Evaluate -------------------------------------------------------------------------------------
+def evaluate_tab(task, run: Run | None) -> None:
+    if run is None:
+        st.info("No completed run to evaluate yet.")
+        return
+    metrics = run.metrics
+    if not metrics and not run.path.exists():
+        raise RunError(f"run {run.name!r} is gone: its folder was deleted")
+    test = metrics.get("test") or {}
+    if not test:
+        st.info("This run has no test metrics.")
+        return
+    scalars = {k: v for k, v in test.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    if scalars:
+        cols = st.columns(min(5, len(scalars)))
+        for i, (k, v) in enumerate(scalars.items()):
+            cols[i % len(cols)].metric(k.replace("_", " "), f"{v:,}" if isinstance(v, int) else f"{v:.4f}")
+    if test.get("confusion_matrix") and test.get("class_names"):
+        st.markdown("**Confusion matrix** (rows: true class, columns: predicted)")
+        st.altair_chart(charts.confusion_chart(test["confusion_matrix"], test["class_names"]))
+    if test.get("per_class"):
+        st.markdown("**Per class**")
+        st.dataframe(pd.DataFrame(test["per_class"]), hide_index=True)
+    mistakes = test.get("confident_mistakes") or []
+    if mistakes:
+        st.markdown("**Most confident mistakes**")
+        cols = st.columns(4)
+        for i, m in enumerate(mistakes):
+            with cols[i % 4]:
+                if m.get("preview_png"):
+                    st.image(base64.b64decode(m["preview_png"]), width=96)
+                elif m.get("preview"):
+                    st.code(str(m["preview"])[:200], wrap_lines=True)
+                st.caption(f"true **{m.get('true')}** · predicted **{m.get('predicted')}** "
+                           f"({float(m.get('confidence', 0)):.0%})")
+    elif "confident_mistakes" in test:
+        st.caption("No mistakes on the test split.")
+    for key, value in test.items():  # task-specific tables (e.g. sample translations)
+        if key in ("per_class", "confident_mistakes", "confusion_matrix", "class_names"):
+            continue
+        if isinstance(value, list) and value and isinstance(value[0], dict):
+            st.markdown(f"**{key.replace('_', ' ').capitalize()}**")
+            st.dataframe(pd.DataFrame(value), hide_index=True)
+    history = run.history()
+    if history:
+        hist = pd.DataFrame([{"epoch": e["epoch"], **e.get("metrics", {})} for e in history])
+        hist = hist.drop_duplicates("epoch", keep="last").set_index("epoch")
+        with st.expander("Training curves"):
+            st.line_chart(hist[[c for c in hist.columns if c != "learning_rate"]])
+    card = run.file("README.md")
+    if card.is_file():
+        with st.expander("Model card"):
+            st.markdown(card.read_text(encoding="utf-8"))
+
+
+# ---- Export ---------------------------------------------------------------------------------------
+def export_tab(task, run: Run | None) -> None:
+    if run is None:
+        st.info("No completed run to export yet.")
+        return
+    key = f"{task.name}:export"
+    limits = {}
+    with guard("Export limits"):
+        limits = task.export_limits() or {}
+    for fmt, why in limits.items():
+        st.caption(f"{fmt}: {why}")
+    c1, c2, c3 = st.columns(3)
+    formats = c1.multiselect("Formats", EXPORT_FORMATS, default=[f for f in EXPORT_FORMATS if f not in limits],
+                             key=f"{key}:formats")
+    quantize = c2.selectbox("Quantization", QUANTIZE, key=f"{key}:quantize",
+                            help="Applies to TFLite: float16 halves the size, dynamic/int8 quantize weights.")
+    examples = int(c3.number_input("Verify on held-out examples", min_value=1, max_value=5000, value=200,
+                                   key=f"{key}:examples"))
+    results_key = f"{key}:reports:{run.name}"
+    if st.button("Export and verify", type="primary", key=f"{key}:go", disabled=not formats):
+        try:
+            from suite.export import export_run
+        except ImportError as err:
+            st.error(f"Export is not available in this installation (suite.export could not be imported: {err}).")
+            return
+        with st.status("Exporting…", expanded=True) as box:
+            try:
+                reports = export_run(str(run.path), formats=",".join(formats), quantize=quantize,
+                                     examples=examples, progress=lambda text: box.write(str(text)))
+            except Exception as err:
+                box.update(label="Export failed", state="error")
+                show_error(err, "Export")
+                return
+            box.update(label="Exported", state="complete", expanded=False)
+        st.session_state[results_key] = reports
+    reports = st.session_state.get(results_key)
+    if reports:
+        st.markdown("**Verification report**")
+        st.dataframe(pd.DataFrame([_report_row(name, rep) for name, rep in reports.items()]), hide_index=True)
+        for name, rep in reports.items():
+            if rep.get("supported") is False:
+                st.warning(f"{name}: not exported: {rep.get('reason')}")
+    _download_buttons(run)
+
+
+def _report_row(name: str, rep: dict) -> dict:
+    ver = rep.get("verification") or {}
+    return {
+        "format": rep.get("format", name),
+        "exported": rep.get("supported") is not False,
+        "size": human_bytes(rep.get("size_bytes")) if rep.get("size_bytes") else "-",
+        "top-1 agreement": ver.get("top1_agreement"),
+        "max |diff|": ver.get("max_abs_diff"),
+        ver.get("metric_name") or "metric": ver.get("metric"),
+        "keras metric": ver.get("keras_metric"),
+        "latency p50 (ms)": ver.get("latency_ms_p50"),
+        "examples": ver.get("examples"),
+        "note": rep.get("reason") or "",
+    }
+
+
+def _download_buttons(run: Run) -> None:
+    items = [("model.keras", run.model_path)] if run.model_path.is_file() else []
+    if run.exports_dir.is_dir():
+        items += [(p.name, p) for p in sorted(run.exports_dir.iterdir()) if not p.name.startswith(".")]
+    if not items:
+        return
+    st.markdown("**Downloads**")
+    for label, path in items:
+        is_dir = path.is_dir()
+        file_name = f"{run.name}-{label}" + (".zip" if is_dir else "")
+        st.download_button(f"{label}{' (zip)' if is_dir else ''} · {human_bytes(path_size(path))}",
+                           data=(lambda p=path: _zip_dir(p)) if is_dir else (lambda p=path: p.read_bytes()),
+                           file_name=file_name, key=f"dl:{run.name}:{label}", mime="application/octet-stream")
+
+
+def _zip_dir(path: Path) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        for p in sorted(path.rglob("*")):
+            if p.is_file():
+                zf.write(p, p.relative_to(path.parent).as_posix())
+    return buf.getvalue()
+

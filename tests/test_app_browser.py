@@ -1,0 +1,166 @@
+"""End to end in a real browser: `streamlit run` on 127.0.0.1, headless Chromium, a prediction, a screenshot.
+
+Skips with the reason when Chromium, chromedriver or Selenium is missing (`make browser-deps` installs them).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+ARTIFACTS = ROOT / "test-artifacts"
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
+IMAGE = "image_classification"
+TAB = "tabular_classification"
+
+pytestmark = [pytest.mark.browser, pytest.mark.xdist_group("app-browser")]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _get(url: str, timeout: float = 5.0) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as r:
+            return r.status, r.read().decode("utf-8", "replace")
+    except urllib.error.HTTPError as err:
+        return err.code, ""
+
+
+def _pick_task() -> str:
+    """The image plugin when it is installed and loads, else the example tabular plugin."""
+    from suite.registry import get_registry
+
+    return IMAGE if IMAGE in get_registry() else TAB
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    missing = [p for p in (CHROMIUM, CHROMEDRIVER) if not Path(p).exists()]
+    if missing:
+        pytest.skip(f"browser test skipped: {', '.join(missing)} not installed "
+                    "(`make browser-deps`, or apt-get install chromium chromium-driver)")
+    pytest.importorskip("selenium", reason="browser test skipped: selenium is not installed (requirements.txt)")
+    from suite.runstore import RunStore
+    from suite.trainer import TrainOptions, train
+
+    task = _pick_task()
+    root = tmp_path_factory.mktemp("browser-store") / "runs"
+    overrides = {"epochs": 3} if task == TAB else {
+        "model": "cnn_small", "image_size": 16, "epochs": 1, "batch_size": 64, "max_train_examples": 512}
+    train(task, "sample", overrides, name=f"{task}-browser", store=RunStore(root),
+          options=TrainOptions(tensorboard=False))
+    port = _free_port()
+    env = dict(os.environ, SUITE_HOME=str(root), SUITE_APP_PREPARE_SAMPLES="0", SUITE_PLUGINS=task)
+    from apps.settings import streamlit_flags
+
+    cwd = tmp_path_factory.mktemp("elsewhere")  # not the repo: the settings must come from the flags
+    log = open(cwd / "streamlit.log", "wb")  # noqa: SIM115
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", str(ROOT / "apps" / "app.py"), *streamlit_flags(),
+         "--server.address", "127.0.0.1", "--server.port", str(port)],
+        cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            if proc.poll() is not None:
+                raise AssertionError((cwd / "streamlit.log").read_text()[-2000:])
+            try:
+                if _get(f"{base}/_stcore/health", 2)[0] == 200:
+                    break
+            except OSError:
+                pass
+            time.sleep(0.5)
+        else:
+            raise AssertionError("streamlit did not answer /_stcore/health within 60 s")
+        yield {"base": base, "task": task, "root": root}
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+@pytest.fixture()
+def browser():
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = CHROMIUM
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--no-first-run", "--window-size=1400,1600"):
+        opts.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
+    driver.set_page_load_timeout(60)
+    yield driver
+    driver.quit()
+
+
+def _png(color=(200, 30, 30), size=(28, 28)) -> bytes:
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", size, color).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def test_browser_opens_a_plugin_page_submits_an_input_and_sees_a_prediction(server, browser, tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    task = server["task"]
+    browser.get(f"{server['base']}/{task}")
+    wait = WebDriverWait(browser, 90)
+
+    def prediction_text(driver):
+        for el in driver.find_elements(By.CSS_SELECTOR, "[data-testid='stMarkdownContainer'] h3"):
+            if el.text.startswith("Prediction:"):
+                return el.text
+        return False
+
+    if task == IMAGE:
+        # Upload a picture through the real file input (checked by content on the server).
+        wait.until(ec.presence_of_element_located((By.XPATH, "//label[.//p[text()='Upload']]"))).click()
+        file_input = wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, "input[type='file']")))
+        picture = tmp_path / "upload.png"
+        picture.write_bytes(_png())
+        file_input.send_keys(str(picture))
+    else:
+        area = wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, "textarea")))
+        area.clear()
+        area.send_keys("6.7,3.0,5.2,2.3")
+        browser.find_element(By.XPATH, "//button[.//p[text()='Predict']]").click()
+    text = wait.until(prediction_text)
+    assert text.startswith("Prediction: ") and len(text) > len("Prediction: ")
+    wait.until(lambda d: "Answered in" in d.find_element(By.TAG_NAME, "body").text)
+    body = browser.find_element(By.TAG_NAME, "body").text
+    assert "Traceback" not in body
+    time.sleep(1.0)  # let the chart finish drawing for the screenshot
+    ARTIFACTS.mkdir(exist_ok=True)
+    shot = ARTIFACTS / f"app-{task}-prediction.png"
+    assert browser.save_screenshot(str(shot))
+    assert shot.stat().st_size > 10_000
