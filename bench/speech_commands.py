@@ -1,0 +1,159 @@
+"""Speech commands on FSDD: the suite's plugin against the TensorFlow "simple audio recognition" recipe.
+
+Two protocols on ``fsdd/recordings`` (2,000 clips, 4 speakers, 8 kHz, resampled to the model's 16 kHz):
+the data set's own split (index 0-4 test, 5-9 validation, 10-49 train) and speaker-independent
+leave-one-speaker-out (train on three speakers, index 0-4 of those for validation, test on the fourth).
+Both models see the same one-second waveforms. The suite trains through ``suite.trainer.train`` on a CSV
+manifest written here; latency goes through ``Predictor.predict`` vs the compiled forward vs ``model.predict``.
+
+    .venv/bin/python -c "from bench.speech_commands import run; print(run(quick=True))"
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import re
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from bench.common import latency_stats, machine, md_table, peak_rss_mb, save_results, shared_data
+
+SPEAKERS = ("george", "jackson", "lucas", "nicolas")
+QUICK = {"epochs": 25}
+FULL: dict = {}  # the plugin's defaults
+BASELINE_EPOCHS = 10  # the tutorial's setting
+
+
+def fsdd_files(root: Path) -> list[tuple[Path, str, str, int]]:
+    out = []
+    for p in sorted(root.glob("*.wav")):
+        m = re.fullmatch(r"(\d)_([a-z]+)_(\d+)\.wav", p.name)
+        if m:
+            out.append((p, m.group(1), m.group(2), int(m.group(3))))
+    return out
+
+
+def write_manifest(files, out: Path, protocol: str) -> Path:
+    """``path,label,split`` with paths relative to the CSV. protocol: ``standard`` or a held-out speaker."""
+    rows = []
+    for path, digit, speaker, idx in files:
+        if protocol == "standard":
+            split = "test" if idx < 5 else "val" if idx < 10 else "train"
+        else:
+            split = "test" if speaker == protocol else "val" if idx < 5 else "train"
+        rows.append((os.path.relpath(path, out.parent), digit, split))
+    with open(out, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["path", "label", "split"])
+        w.writerows(rows)
+    return out
+
+
+def _arrays(task, bundle):
+    def arr(ds):
+        xs, ys = zip(*[(np.asarray(x), int(y)) for x, y in ds], strict=True)
+        return np.stack(xs), np.asarray(ys)
+
+    return arr(bundle.train), arr(bundle.val), arr(bundle.test)
+
+
+def run(quick: bool = True, epochs: int | None = None) -> str:
+    """Quick: the standard split and one held-out speaker, 25 epochs. Full: every speaker, default epochs."""
+    root = shared_data("fsdd", "recordings")
+    if root is None:
+        return "## Speech commands (FSDD)\n\nSkipped: `../shared/data/fsdd/recordings` not found.\n"
+    os.environ.setdefault("SUITE_PLUGINS", "speech_commands")
+    from bench.baselines import simple_audio
+    from suite.data import parse_source
+    from suite.predictor import Predictor
+    from suite.registry import get
+    from suite.trainer import TrainOptions, train
+
+    task = get("speech_commands")
+    files = fsdd_files(root)
+    noise = shared_data("speech_noise")
+    overrides = dict(QUICK if quick else FULL)
+    if epochs:
+        overrides["epochs"] = int(epochs)
+    if noise is not None:
+        overrides["noise_dir"] = str(noise)
+    protocols = ["standard", SPEAKERS[0]] if quick else ["standard", *SPEAKERS]
+    work = Path(tempfile.mkdtemp(prefix="bench-speech-"))
+    os.environ["SUITE_HOME"] = str(work / "runs")
+    results: dict = {"quick": quick, "overrides": overrides, "protocols": {}, "machine": machine()}
+    last_run = None
+    for protocol in protocols:
+        manifest = write_manifest(files, work / f"fsdd_{protocol}.csv", protocol)
+        config = task.make_config(overrides)
+        bundle = task.load_data(parse_source(str(manifest)), config)
+        t = time.perf_counter()
+        run_ = train(task, str(manifest), overrides, name=f"fsdd-{protocol}", bundle=bundle,
+                     options=TrainOptions(tensorboard=False))
+        suite_s = time.perf_counter() - t
+        tr, va, te = _arrays(task, bundle)
+        base = simple_audio.train_and_evaluate(tr, va, te, len(bundle.meta["class_names"]), epochs=BASELINE_EPOCHS)
+        results["protocols"][protocol] = {
+            "suite_accuracy": run_.metrics["test"]["accuracy"], "suite_train_seconds": round(suite_s, 1),
+            "baseline_accuracy": base["accuracy"], "baseline_train_seconds": round(base["train_seconds"], 1),
+            "counts": bundle.counts,
+        }
+        print(protocol, results["protocols"][protocol], flush=True)
+        last_run = run_
+
+    # ---- latency of one example, through the three paths ------------------------------------------------------
+    predictor = Predictor(last_run)
+    raw = files[0][0].read_bytes()
+    x = predictor.decode(raw)[None]
+    model = predictor.model
+    repeats = 50 if quick else 200
+    lat = {
+        "Predictor.predict (decode + forward + postprocess)": latency_stats(lambda: predictor.predict([raw]),
+                                                                             repeats=repeats),
+        "compiled forward (predictor.forward)": latency_stats(lambda: predictor.forward(x), repeats=repeats),
+        "model.predict": latency_stats(lambda: model.predict(x, verbose=0), warmup=3, repeats=max(10, repeats // 5)),
+    }
+    results["latency_seconds"] = lat
+    results["peak_rss_mb"] = peak_rss_mb()
+    save_results("speech_commands" + ("_quick" if quick else ""), results)
+
+    rows = []
+    for protocol, r in results["protocols"].items():
+        name = "standard split (index 0-4 test)" if protocol == "standard" else f"unseen speaker: {protocol}"
+        rows.append([name, f"{100 * r['suite_accuracy']:.1f}%", f"{100 * r['baseline_accuracy']:.1f}%",
+                     r["suite_train_seconds"], r["baseline_train_seconds"]])
+    speakers = [p for p in results["protocols"] if p != "standard"]
+    if speakers:
+        rows.append(["mean over unseen speakers",
+                     f"{100 * np.mean([results['protocols'][p]['suite_accuracy'] for p in speakers]):.1f}%",
+                     f"{100 * np.mean([results['protocols'][p]['baseline_accuracy'] for p in speakers]):.1f}%",
+                     "", ""])
+    lat_rows = [[k, f"{1000 * v['p50']:.2f}", f"{1000 * v['p95']:.2f}"] for k, v in lat.items()]
+    cmd = (f'.venv/bin/python -c "from bench.speech_commands import run; '
+           f'print(run(quick={quick}{", epochs=" + str(epochs) if epochs else ""}))"')
+    return "\n".join([
+        "## Speech commands (FSDD)" + (" — quick" if quick else ""),
+        "",
+        f"Data: `fsdd/recordings/*.wav` (2,000 clips, 8 kHz, resampled to 16 kHz, 1 s). Splits: standard = "
+        f"index 0-4 test, 5-9 validation, 10-49 train; unseen speaker = train on the other three speakers "
+        f"(index 0-4 of them for validation). Suite config overrides: `{overrides}` "
+        f"(background noise: `speech_noise/`). Baseline: TensorFlow simple-audio recipe, {BASELINE_EPOCHS} "
+        f"epochs, same waveforms." + (" Quick mode: one held-out speaker, fewer epochs." if quick else ""),
+        f"Command: `{cmd}`. Machine: {results['machine']}.",
+        "",
+        md_table(["protocol", "suite test acc", "simple-audio test acc", "suite train s", "baseline train s"], rows),
+        "",
+        "Single-example latency (one 1-s clip; last trained model):",
+        "",
+        md_table(["path", "p50 ms", "p95 ms"], lat_rows),
+        "",
+    ])
+
+
+if __name__ == "__main__":
+    import sys
+
+    print(run(quick="--full" not in sys.argv))
