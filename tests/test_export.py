@@ -449,3 +449,13 @@ def test_cli_prints_one_line_for_bad_format(image_run, capsys):
     assert exit_info.value.code != 0
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("error: unknown export format 'pickle'")
+
+
+def test_front_end_layers_are_the_weightless_preprocessing(registry):
+    from suite.data import parse_source
+    from suite.export.formats import front_end_layers
+
+    task = TASKS[0]
+    config = task.make_config({})
+    model = task.build_model(config, task.load_data(parse_source("sample"), config))
+    assert front_end_layers(model) == ["rescale"]

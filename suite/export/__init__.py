@@ -23,7 +23,7 @@ import numpy as np
 
 from suite import atomic
 from suite.errors import ExportError, SuiteError, one_line
-from suite.export.formats import BUILDERS, FILENAMES, FORMATS, QUANTIZE_MODES, dir_size, load_runner
+from suite.export.formats import BUILDERS, FORMATS, QUANTIZE_MODES, dir_size, load_runner
 from suite.export.signatures import default_serving_signatures, input_specs, probabilities_function
 from suite.export.verify import Held, keras_reference, to_feed, verify_keras_fresh, verify_runner
 
@@ -110,7 +110,7 @@ def export_run(run_ref, formats: str | list[str] = "all", quantize: str = "none"
         try:
             if signatures is None and fmt in ("saved_model", "tflite", "onnx"):
                 signatures = task.serving_signatures(model, meta)
-            carried = _carried(task, model, signatures)
+            carried = _carried(task, model, signatures) if fmt in ("tflite", "onnx") else None
         except Exception as err:
             reports[fmt] = {**base, "supported": False,
                             "reason": f"{fmt}: no serving signature: {one_line(err)}; use keras"}
@@ -316,6 +316,3 @@ def _install(tmp: Path, final: Path) -> None:
         os.fsync(fd)
         os.close(fd)
 
-
-# Formats are named by FILENAMES in reports and docs.
-ARTIFACT_NAMES = FILENAMES

@@ -111,14 +111,99 @@ def build_tflite(model, folder: Path, *, carried, quantize: str, calibration: Ca
             break
         if content is None:
             raise first_error or RuntimeError("TFLite conversion failed")
+        if quantize == "int8":
+            content = _int8_front_end_float(model, carried, content, scratch / "sm", ops, calibration, notes)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     path = folder / FILENAMES["tflite"]
     path.write_bytes(content)
     if quantize == "int8":
-        notes.append("full int8 weights and activations, calibrated on training examples; float inputs and "
-                     "outputs (quantize/dequantize at the edges)")
+        mixed = any(n.startswith("preprocessing layers") for n in notes)
+        notes.append(("int8 weights and activations after the float preprocessing" if mixed else
+                      "full int8 weights and activations") + ", calibrated on training examples; float inputs "
+                     "and outputs (quantize/dequantize at the edges)")
     return path, notes
+
+
+INT8_MIN_AGREEMENT = 0.98
+
+
+def front_end_layers(model) -> list[str]:
+    """Names of the layers before the first one with trainable weights: the in-model preprocessing."""
+    names = []
+    for layer in model.layers:
+        if type(layer).__name__ == "InputLayer":
+            continue
+        if layer.trainable_weights:
+            break
+        names.append(layer.name)
+    return names
+
+
+def _agreement(content: bytes, carried, feeds: list) -> float:
+    from ai_edge_litert.interpreter import Interpreter
+
+    runner = Interpreter(model_content=content).get_signature_runner("carried")
+    names = [s.name for s in carried.input_signature]
+    hits = []
+    for args in feeds:
+        ref = np.asarray(carried(*args)["probabilities"])
+        out = np.asarray(runner(**dict(zip(names, args, strict=True)))["probabilities"])
+        hits.append(float(np.mean(ref.argmax(-1) == out.argmax(-1))))
+    return float(np.mean(hits)) if hits else 1.0
+
+
+def _int8_front_end_float(model, carried, content: bytes, saved: Path, ops, calibration, notes) -> bytes:
+    """If full int8 disagrees with the float model on calibration examples, keep the preprocessing float.
+
+    Signal-processing front ends (log-mel spectrograms, per-example normalisation) span dynamic ranges
+    that int8 cannot hold; quantizing only the network after them keeps int8 weights where the size is.
+    """
+    import re
+
+    import tensorflow as tf
+    from ai_edge_litert.interpreter import Interpreter
+
+    feeds = list(calibration())[:100]
+    full = _agreement(content, carried, feeds)
+    layers = front_end_layers(model)
+    if full >= INT8_MIN_AGREEMENT or not layers:
+        notes.append(f"int8 agrees with the float model on {full:.3f} of calibration examples")
+        return content
+    conv = tf.lite.TFLiteConverter.from_saved_model(str(saved), signature_keys=["carried"])
+    with quiet():
+        float_content = conv.convert()
+    interp = Interpreter(model_content=float_content)
+    pattern = re.compile("/(" + "|".join(re.escape(n) for n in layers) + r")(_\d+)?/")
+    deny = []
+    for op in interp._get_ops_details():
+        for idx in op["outputs"]:
+            name = interp._get_tensor_details(idx, 0)["name"]
+            if pattern.search("/" + name):
+                deny.append(name)
+    if not deny:
+        return content
+
+    def make():
+        c = tf.lite.TFLiteConverter.from_saved_model(str(saved), signature_keys=["carried"])
+        c.optimizations = [tf.lite.Optimize.DEFAULT]
+        c.representative_dataset = calibration
+        c.target_spec.supported_ops = [o for o in ops if o.name != "TFLITE_BUILTINS_INT8"] + [
+            tf.lite.OpsSet.TFLITE_BUILTINS_INT8, tf.lite.OpsSet.TFLITE_BUILTINS]
+        return c
+
+    with quiet():
+        debugger = tf.lite.experimental.QuantizationDebugger(
+            converter=make(), debug_dataset=calibration,
+            debug_options=tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=deny))
+        mixed = debugger.get_nondebug_quantized_model()
+    mixed_agree = _agreement(mixed, carried, feeds)
+    if mixed_agree > full:
+        notes.append(f"preprocessing layers ({', '.join(layers)}) kept float: full int8 agreed with the float "
+                     f"model on {full:.3f} of calibration examples, this mix on {mixed_agree:.3f}")
+        return mixed
+    notes.append(f"int8 agrees with the float model on {full:.3f} of calibration examples")
+    return content
 
 
 def build_onnx(model, folder: Path, *, carried, **_) -> tuple[Path, list[str]]:

@@ -142,17 +142,26 @@ _FRESH = r"""
 import importlib, json, os, sys, time
 import numpy as np
 model_path, feeds_path, out_path, modname, moddir = sys.argv[1:6]
-# Importing the task's own module registers its serialisable layers; nothing else from the session is kept.
-try:
-    importlib.import_module(modname)
-except ImportError:
-    if moddir:
-        sys.path.insert(0, moddir)
+# Load the task's plugin the way `suite` does (its entry point registers its serialisable layers); a task
+# that no entry point provides (a test's) is imported from its own module.
+from suite.registry import Registry, discover_entry_points, get_registry
+eps = [ep for ep in discover_entry_points() if modname == ep.module or modname.startswith(ep.module + ".")]
+if eps:
+    registry = Registry()
+    for ep in eps:
+        registry.load_entry_point(ep)
+    if registry.failures:
+        sys.exit("plugin failed to load: " + registry.failures[0].reason)
+else:
     try:
         importlib.import_module(modname)
     except ImportError:
-        from suite.registry import get_registry
-        get_registry()  # every installed plugin, as `suite` itself would load them
+        if moddir:
+            sys.path.insert(0, moddir)
+        try:
+            importlib.import_module(modname)
+        except ImportError:
+            get_registry()  # every installed plugin, as `suite` itself would load them
 import keras
 import tensorflow as tf
 model = keras.saving.load_model(model_path, safe_mode=True, compile=False)
