@@ -10,10 +10,10 @@ import sys
 import keras
 import numpy as np
 import tensorflow as tf
-from suite_tabular.task import TabularClassification
 
 from suite.config import parse_overrides
 from suite.trainer import TrainOptions, train
+from suite_tabular.task import TabularClassification
 
 
 class SlowTabular(TabularClassification):
