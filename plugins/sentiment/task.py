@@ -1,0 +1,337 @@
+"""Sentiment analysis: a raw sentence in, class probabilities out; the tokenizer lives inside the model."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import socket
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from plugins.sentiment import data as textdata
+from plugins.sentiment.layers import fast_adapt, standardize_text
+from suite.config import TaskConfig
+from suite.data import DataBundle, DataSource, stratified_split_indices, tfds_load
+from suite.errors import ConfigError, DataSourceError, InputError, SuiteError
+from suite.task import ClassificationTask, Example, Explanation
+
+SCRATCH = ("tfidf_mlp", "cnn", "bilstm", "transformer")
+PRESETS = ("bert_tiny_en_uncased", "bert_small_en_uncased", "bert_base_en_uncased", "distil_bert_base_en_uncased",
+           "roberta_base_en", "albert_base_en_uncased", "deberta_v3_extra_small_en")
+ModelName = Literal["tfidf_mlp", "cnn", "bilstm", "transformer", "bert_tiny_en_uncased", "bert_small_en_uncased",
+                    "bert_base_en_uncased", "distil_bert_base_en_uncased", "roberta_base_en",
+                    "albert_base_en_uncased", "deberta_v3_extra_small_en"]
+MAX_OCCLUSIONS = 128  # explanation cost bound: longer texts are occluded in windows of several words
+N_META_EXAMPLES = 3
+
+
+@dataclasses.dataclass
+class SentimentConfig(TaskConfig):
+    """Defaults: TF-IDF uni+bigrams into an MLP; see docs/BENCHMARKS.md for SST-2 figures."""
+
+    epochs: int = 3
+    batch_size: int = 64
+    learning_rate: float = 3e-3  # L2-normalised TF-IDF inputs are small: 1e-3 learns too slowly on small data
+    model: ModelName = "tfidf_mlp"
+    max_tokens: int = 200000  # vocabulary size, n-grams included (SST-2 has 86k uni+bigrams; all of them help)
+    ngrams: int = 2  # tfidf_mlp: longest n-gram counted
+    sequence_length: int = 64  # cnn / bilstm / transformer / presets: tokens kept per text
+    embedding_dim: int = 128
+    hidden_units: int = 64
+    dropout: float = 0.5
+    input_dropout: float = 0.5  # tfidf_mlp: dropout on the TF-IDF vector itself (drops whole n-grams)
+    max_chars: int = 20000  # longer inputs are cut to this many characters before the model sees them
+    text_column: str = ""  # CSV/TSV: "" finds text/sentence/review/content/...
+    label_column: str = ""  # CSV/TSV: "" finds label/sentiment/class/target/...
+
+    ui_fields = ("model", "epochs", "batch_size", "learning_rate", "max_tokens", "ngrams", "sequence_length",
+                 "dropout")
+
+    def validate(self) -> None:
+        super().validate()
+        if not 100 <= self.max_tokens <= 2_000_000:
+            raise ConfigError(f"max_tokens must be in [100, 2000000], got {self.max_tokens}")
+        if not 1 <= self.ngrams <= 5:
+            raise ConfigError(f"ngrams must be in [1, 5], got {self.ngrams}")
+        if not 4 <= self.sequence_length <= 2048:
+            raise ConfigError(f"sequence_length must be in [4, 2048], got {self.sequence_length}")
+        if self.embedding_dim < 1 or self.hidden_units < 1:
+            raise ConfigError("embedding_dim and hidden_units must be >= 1")
+        for name in ("dropout", "input_dropout"):
+            if not 0 <= getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be in [0, 1), got {getattr(self, name)}")
+        if not 16 <= self.max_chars <= 10_000_000:
+            raise ConfigError(f"max_chars must be in [16, 10000000], got {self.max_chars}")
+
+
+def clean_text(raw: bytes | str, max_chars: int) -> str:
+    """User text to what the model reads, in time bounded by ``max_chars``.
+
+    Invalid UTF-8 bytes and lone surrogates become U+FFFD/'?' (the rest of the text is still classified);
+    NUL and other control characters become spaces; the text is cut to ``max_chars`` characters.
+    """
+    if isinstance(raw, (bytes, bytearray, memoryview)):
+        raw = bytes(raw[: 4 * max_chars]).decode("utf-8", "replace")  # a UTF-8 character is at most 4 bytes
+    elif not isinstance(raw, str):
+        raise InputError(f"text input must be str or bytes, got {type(raw).__name__}")
+    text = raw[:max_chars]
+    text = text.encode("utf-8", "replace").decode("utf-8")  # lone surrogates ("\ud800") -> "?"
+    text = text.translate(_CONTROL)
+    return text.strip()
+
+
+_CONTROL = {c: " " for c in [*range(0x20), 0x7F, 0x85, 0x2028, 0x2029]}
+
+
+def _online(host: str = "www.kaggle.com") -> bool:
+    if os.environ.get("SUITE_OFFLINE") == "1":
+        return False
+    try:
+        with socket.create_connection((host, 443), timeout=3):
+            return True
+    except OSError:
+        return False
+
+
+class SentimentTask(ClassificationTask):
+    name = "sentiment"
+    title = "Sentiment analysis"
+    description = ("Classify the sentiment (or any label) of a text: positive/negative reviews, or more classes. "
+                   "The tokenizer is inside the model, so it takes raw sentences.")
+    input_kind = "text"
+    config_class = SentimentConfig
+    data_formats = (
+        "A CSV or TSV file with a header (text column named text/sentence/review/content..., label column "
+        "label/sentiment/class/target...; or set text_column/label_column); a folder with train.tsv, "
+        "dev.tsv and test.tsv (GLUE SST-2 style, .csv too); a folder of class folders of .txt files "
+        "(pos/, neg/ or any names), with train/ and test/ sub-folders when present (aclImdb; unsup/ is skipped). "
+        "Labels 0/1 are read as negative/positive."
+    )
+    tfds_examples = ("tfds:imdb_reviews", "tfds:glue/sst2")
+    upload_types = ("txt",)
+    sample_synthetic = True
+    sample_overrides = {"epochs": 10, "batch_size": 32, "learning_rate": 1e-2, "input_dropout": 0.2, "max_tokens": 5000}
+
+    # ---- data ----------------------------------------------------------------------------------
+    def load_data(self, source: DataSource, config: SentimentConfig) -> DataBundle:
+        if source.kind == "sample":
+            splits = {"train": textdata.sample_texts(), "val": None, "test": None}
+        elif source.kind == "path":
+            splits = textdata.read_path(source.path, config.text_column, config.label_column)
+        else:
+            splits = self._load_tfds(source)
+        return self._bundle(splits, config, source, synthetic=source.kind == "sample")
+
+    def _load_tfds(self, source: DataSource) -> dict:
+        (train, val, test), info = tfds_load(source, ["train", "validation", "test"], as_supervised=False)
+        features = info.features
+        text_key = next((k for k in ("text", "sentence", "review", "content") if k in features), None)
+        if text_key is None or "label" not in features:
+            raise DataSourceError(f"TFDS data set {source.tfds_name!r} has no text and label features")
+        names = list(getattr(features["label"], "names", []) or [])
+
+        def read(ds):
+            if ds is None:
+                return None
+            texts, labels = [], []
+            for ex in ds.as_numpy_iterator():
+                label = int(ex["label"])
+                if label < 0:  # GLUE test splits are unlabelled
+                    continue
+                texts.append(ex[text_key].decode("utf-8", "replace"))
+                labels.append(names[label] if names and label < len(names) else str(label))
+            return (texts, labels) if texts else None
+
+        out = {"train": read(train), "val": read(val), "test": read(test)}
+        if out["test"] is None and out["val"] is not None:  # glue/sst2: validation is the labelled held-out set
+            out["test"], out["val"] = out["val"], None
+        if out["train"] is None:
+            raise DataSourceError(f"TFDS data set {source.tfds_name!r} has no labelled train split")
+        return out
+
+    def _bundle(self, splits: dict, config: SentimentConfig, source: DataSource, *, synthetic: bool) -> DataBundle:
+        import tensorflow as tf
+
+        all_labels = [v for part in splits.values() if part for v in part[1]]
+        class_names = textdata.class_names_for(all_labels)
+        if len(class_names) < 2:
+            raise DataSourceError(f"{source.spec}: need at least two classes, found {class_names}")
+        arrays = {}
+        for split, part in splits.items():
+            if part is not None:
+                arrays[split] = (np.array(part[0], dtype=object),
+                                 np.array(textdata.label_ids(part[1], class_names), dtype=np.int64))
+        x, y = arrays["train"]
+        need = [s for s in ("val", "test") if s not in arrays]
+        if need:
+            tr, va, te = stratified_split_indices(
+                y, config.val_fraction if "val" in need else 0.0, config.test_fraction if "test" in need else 0.0)
+            if "val" in need:
+                arrays["val"] = (x[va], y[va])
+            if "test" in need:
+                arrays["test"] = (x[te], y[te])
+            arrays["train"] = (x[tr], y[tr])
+
+        def ds(split):
+            xs, ys = arrays[split]
+            if not len(xs):
+                return None
+            # a list, not xs.astype(str): a fixed-width array of long reviews would take gigabytes
+            return tf.data.Dataset.from_tensor_slices((tf.constant([str(t) for t in xs], tf.string), ys))
+
+        test_x, test_y = arrays["test"]
+        meta = {
+            "class_names": class_names,
+            "source": source.spec,
+            "max_chars": config.max_chars,
+            "examples": [str(t)[:500] for t in test_x[:N_META_EXAMPLES]],
+            "example_labels": [class_names[int(i)] for i in test_y[:N_META_EXAMPLES]],
+            "class_counts": {name: int((arrays["train"][1] == i).sum()) for i, name in enumerate(class_names)},
+        }
+        counts = {split: len(arrays[split][0]) for split in ("train", "val", "test")}
+        return DataBundle(ds("train"), ds("val"), ds("test"), meta, counts=counts, synthetic=synthetic)
+
+    # ---- model ---------------------------------------------------------------------------------
+    def build_inputs(self, config, meta):
+        import keras
+
+        return keras.Input(shape=(), dtype="string", name="text")
+
+    def build_model(self, config: SentimentConfig, data: DataBundle):
+        if config.model in PRESETS:
+            return self._build_preset(config, data.meta)
+        return super().build_model(config, data)
+
+    def build_preprocessor(self, config: SentimentConfig, data: DataBundle):
+        """TextVectorization fitted on the training texts: TF-IDF n-grams, or token ids for sequence models."""
+        import keras
+
+        texts = np.concatenate([np.asarray(b) for b in data.train.map(lambda x, y: x).batch(8192)]) \
+            if data.train is not None else np.zeros(0, object)
+        if config.model == "tfidf_mlp":
+            layer = keras.layers.TextVectorization(
+                max_tokens=config.max_tokens, standardize=standardize_text, ngrams=config.ngrams,
+                output_mode="tf_idf", name="vectorize")
+            data.meta["vocabulary_size"] = fast_adapt(layer, texts, ngrams=config.ngrams)
+            norm = keras.layers.UnitNormalization(name="l2_normalize")  # long and short texts on one scale
+            return lambda x: norm(layer(x))
+        layer = keras.layers.TextVectorization(
+            max_tokens=config.max_tokens, standardize=standardize_text, output_mode="int",
+            output_sequence_length=config.sequence_length, name="vectorize")
+        data.meta["vocabulary_size"] = fast_adapt(layer, texts) + 2  # + padding and OOV ids
+        return layer
+
+    def build_backbone(self, config: SentimentConfig, meta: dict):
+        import keras
+
+        vocab = int(meta.get("vocabulary_size", config.max_tokens))
+        dim = config.embedding_dim
+
+        def tfidf_mlp(x):
+            x = keras.layers.Dropout(config.input_dropout, name="ngram_dropout")(x)
+            return keras.layers.Dense(config.hidden_units, activation="relu", name="hidden")(x)
+
+        def cnn(x):
+            x = keras.layers.Embedding(vocab, dim, name="embedding")(x)
+            x = keras.layers.SpatialDropout1D(config.dropout / 2, name="embedding_dropout")(x)
+            convs = [keras.layers.GlobalMaxPooling1D(name=f"pool{k}")(
+                keras.layers.Conv1D(dim, k, padding="same", activation="relu", name=f"conv{k}")(x)) for k in (3, 5)]
+            return keras.layers.Concatenate(name="features")(convs)
+
+        def bilstm(x):
+            x = keras.layers.Embedding(vocab, dim, mask_zero=True, name="embedding")(x)
+            x = keras.layers.SpatialDropout1D(config.dropout / 2, name="embedding_dropout")(x)
+            return keras.layers.Bidirectional(keras.layers.LSTM(config.hidden_units), name="bilstm")(x)
+
+        def transformer(x):
+            import keras_hub
+
+            x = keras_hub.layers.TokenAndPositionEmbedding(vocab, config.sequence_length, dim, mask_zero=True,
+                                                           name="embedding")(x)
+            x = keras_hub.layers.TransformerEncoder(intermediate_dim=2 * dim, num_heads=4, dropout=config.dropout / 2,
+                                                    name="encoder")(x)
+            return keras.layers.GlobalAveragePooling1D(name="pool")(x)
+
+        return {"tfidf_mlp": tfidf_mlp, "cnn": cnn, "bilstm": bilstm, "transformer": transformer}[config.model]
+
+    def _build_preset(self, config: SentimentConfig, meta: dict):
+        """A KerasHub BERT-family classifier fine-tuned end to end, wrapped to take raw strings."""
+        import keras
+
+        preset = config.model
+        cache = Path(os.environ.get("KAGGLEHUB_CACHE", Path.home() / ".cache" / "kagglehub"))
+        cached = any(cache.glob(f"models/keras/*/keras/{preset}"))
+        if not cached and not _online():
+            raise SuiteError(
+                f"the KerasHub preset {preset!r} is not downloaded and there is no network: train it on a machine "
+                "with internet once (it is cached in ~/.cache/kagglehub), or pick a from-scratch model "
+                f"({', '.join(SCRATCH)})")
+        try:
+            import keras_hub
+
+            classifier = keras_hub.models.TextClassifier.from_preset(
+                preset, num_classes=len(meta["class_names"]), activation="softmax",
+                preprocessor=keras_hub.models.TextClassifierPreprocessor.from_preset(
+                    preset, sequence_length=config.sequence_length))
+        except Exception as err:  # network, Kaggle credentials, unknown preset
+            raise SuiteError(f"could not load the KerasHub preset {preset!r}: "
+                             f"{str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__}") from None
+        inputs = keras.Input(shape=(), dtype="string", name="text")
+        probs = classifier(classifier.preprocessor(inputs))
+        return keras.Model(inputs, keras.layers.Activation("linear", dtype="float32", name="probabilities")(probs),
+                           name=self.name)
+
+    # ---- prediction ------------------------------------------------------------------------------
+    def decode_input(self, raw, meta):
+        text = clean_text(raw, int(meta.get("max_chars", SentimentConfig.max_chars)))
+        if not text:
+            raise InputError("empty text: type a sentence to classify")
+        return np.array(text, dtype=object)
+
+    def preview(self, x):
+        x = x.item() if isinstance(x, np.ndarray) else x
+        if isinstance(x, bytes):
+            x = x.decode("utf-8", "replace")
+        return str(x)[:200]
+
+    def explain(self, model, x, meta):
+        """Occlusion: drop each word (or window of words) and measure how much the predicted class loses."""
+        text = x.item() if isinstance(x, np.ndarray) else x
+        if isinstance(text, bytes):
+            text = text.decode("utf-8", "replace")
+        words = str(text).split()
+        if not words:
+            return None
+        window = -(-len(words) // MAX_OCCLUSIONS)  # ceil: at most MAX_OCCLUSIONS variants
+        spans = [(i, min(i + window, len(words))) for i in range(0, len(words), window)]
+        variants = [" ".join(words)] + [" ".join(words[:a] + words[b:]) or " " for a, b in spans]
+        probs = []
+        for start in range(0, len(variants), 64):
+            probs.append(np.asarray(model(np.array(variants[start:start + 64], dtype=object), training=False)))
+        probs = np.concatenate(probs)
+        cls = int(np.argmax(probs[0]))
+        scores: list[float] = []
+        for (a, b), p in zip(spans, probs[1:], strict=True):
+            scores += [float(probs[0, cls] - p[cls])] * (b - a)
+        names = meta["class_names"]
+        return Explanation(kind="tokens", data={"tokens": words, "scores": scores},
+                           caption=f"How much removing each word lowers P({names[cls]}) = {probs[0, cls]:.2f} "
+                                   "(positive: the word pushed toward this prediction)")
+
+    def examples(self, meta):
+        out = []
+        if meta.get("class_names") == ["negative", "positive"]:
+            out += [
+                Example("praise", "A warm, funny and beautifully acted film. I loved it!", expected="positive"),
+                Example("pan", "The plot is dull and the acting is painfully bad.", expected="negative"),
+                Example("negation", "This movie is not good at all.", expected="negative"),
+            ]
+        for i, (text, label) in enumerate(zip(meta.get("examples", []), meta.get("example_labels", []),
+                                              strict=False)):
+            out.append(Example(f"held-out example {i + 1}", text, expected=label))
+        return out
+
+    def export_limits(self) -> dict[str, str]:
+        return {}
