@@ -61,8 +61,12 @@ def _arrays(task, bundle):
     return arr(bundle.train), arr(bundle.val), arr(bundle.test)
 
 
-def run(quick: bool = True, epochs: int | None = None) -> str:
-    """Quick: the standard split and one held-out speaker, 25 epochs. Full: every speaker, default epochs."""
+def run(quick: bool = True, epochs: int | None = None, protocols: list[str] | None = None) -> str:
+    """Quick: the standard split and one held-out speaker, 25 epochs. Full: every speaker, default epochs.
+
+    ``protocols`` (``standard`` and/or speaker names) runs a subset, so folds can run in parallel processes;
+    its results are saved under their own name.
+    """
     root = shared_data("fsdd", "recordings")
     if root is None:
         return "## Speech commands (FSDD)\n\nSkipped: `../shared/data/fsdd/recordings` not found.\n"
@@ -81,7 +85,11 @@ def run(quick: bool = True, epochs: int | None = None) -> str:
         overrides["epochs"] = int(epochs)
     if noise is not None:
         overrides["noise_dir"] = str(noise)
-    protocols = ["standard", SPEAKERS[0]] if quick else ["standard", *SPEAKERS]
+    subset = bool(protocols)
+    protocols = list(protocols) if protocols else ["standard", SPEAKERS[0]] if quick else ["standard", *SPEAKERS]
+    unknown = [p for p in protocols if p != "standard" and p not in SPEAKERS]
+    if unknown:
+        raise ValueError(f"unknown protocol(s) {unknown}: use 'standard' or one of {SPEAKERS}")
     work = Path(tempfile.mkdtemp(prefix="bench-speech-"))
     os.environ["SUITE_HOME"] = str(work / "runs")
     results: dict = {"quick": quick, "overrides": overrides, "protocols": {}, "machine": machine()}
@@ -118,7 +126,8 @@ def run(quick: bool = True, epochs: int | None = None) -> str:
     }
     results["latency_seconds"] = lat
     results["peak_rss_mb"] = peak_rss_mb()
-    save_results("speech_commands" + ("_quick" if quick else ""), results)
+    save_results("speech_commands" + ("_quick" if quick else "") + ("_" + "_".join(protocols) if subset else ""),
+                 results)
 
     rows = []
     for protocol, r in results["protocols"].items():
@@ -133,7 +142,8 @@ def run(quick: bool = True, epochs: int | None = None) -> str:
                      "", ""])
     lat_rows = [[k, f"{1000 * v['p50']:.2f}", f"{1000 * v['p95']:.2f}"] for k, v in lat.items()]
     cmd = (f'.venv/bin/python -c "from bench.speech_commands import run; '
-           f'print(run(quick={quick}{", epochs=" + str(epochs) if epochs else ""}))"')
+           f'print(run(quick={quick}{", epochs=" + str(epochs) if epochs else ""}'
+           f'{", protocols=" + repr(protocols) if subset else ""}))"')
     return "\n".join([
         "## Speech commands (FSDD)" + (" — quick" if quick else ""),
         "",

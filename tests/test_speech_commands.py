@@ -290,3 +290,41 @@ def test_espeak_synthesises_offline_and_the_sample_is_reproducible(tmp_path):
     assert len(files) == 2 * 2 * 4 + 4  # words x voices x (rate, pitch) + generated noises
     for rel in files:  # byte-identical: the cached sample is the same on every machine
         assert (tmp_path / "a" / rel).read_bytes() == (tmp_path / "b" / rel).read_bytes(), rel
+
+
+def test_log_mel_at_telephone_band_stores_only_bins_below_fmax(task):
+    import tensorflow as tf
+
+    from plugins.speech_commands.layers import LogMelSpectrogram
+
+    layer = LogMelSpectrogram(fmax=4000.0)
+    assert layer.n_bins < 201 // 2 + 3  # the upper half of the spectrum is not stored in the kernel
+    wave = np.random.default_rng(2).uniform(-0.5, 0.5, (1, CLIP)).astype(np.float32)
+    power = tf.abs(tf.signal.stft(wave, 400, 160, fft_length=400)) ** 2
+    ref = np.log(np.asarray(power @ tf.signal.linear_to_mel_weight_matrix(40, 201, RATE, 20.0, 4000.0)) + 1e-6)
+    np.testing.assert_allclose(np.asarray(layer(wave)), ref, atol=2e-3)
+
+
+def test_speed_perturbation_shifts_pitch_about_the_centre():
+    import tensorflow as tf
+
+    from plugins.speech_commands.task import _resample_about_centre
+
+    t = np.arange(CLIP) / RATE
+    wave = (np.sin(2 * np.pi * 440 * t) * np.hanning(CLIP)).astype(np.float32)
+    freqs = np.fft.rfftfreq(CLIP, 1 / RATE)
+    for rate in (0.9, 1.0, 1.1):
+        out = np.asarray(_resample_about_centre(tf.constant(wave), tf.constant(rate), CLIP))
+        assert out.shape == (CLIP,) and abs(freqs[np.argmax(np.abs(np.fft.rfft(out)))] - 440 * rate) <= 2
+        assert abs(int(np.argmax(np.abs(out))) - CLIP // 2) < 0.02 * CLIP  # the word stays centred
+    assert np.array_equal(np.asarray(_resample_about_centre(tf.constant(wave), tf.constant(1.0), CLIP)), wave)
+
+
+def test_band_variance_normalisation_gives_every_band_unit_variance():
+    from plugins.speech_commands.layers import PerExampleNormalization
+
+    x = np.random.default_rng(3).normal(size=(2, 50, 8)).astype(np.float32) * np.arange(1, 9, dtype=np.float32)
+    per_band = np.asarray(PerExampleNormalization(per_band=True)(x))
+    np.testing.assert_allclose(per_band.std(axis=1), 1.0, atol=5e-3)  # epsilon 1e-3
+    global_ = np.asarray(PerExampleNormalization()(x))
+    assert global_.std(axis=1)[:, -1].mean() > 2 * global_.std(axis=1)[:, 0].mean()  # one scale per clip

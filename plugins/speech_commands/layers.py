@@ -55,14 +55,17 @@ class LogMelSpectrogram(keras.layers.Layer):
         self.fmin = float(fmin)
         self.fmax = float(min(fmax, sample_rate / 2.0))
         self.n_mfcc = int(n_mfcc)
-        self.n_bins = self.frame_length // 2 + 1
+        full_bins = self.frame_length // 2 + 1
+        # Only the DFT bins up to fmax carry mel weight: dropping the rest shrinks the stored kernel (the bulk of
+        # the exported file) and its compute without changing the features.
+        self.n_bins = min(full_bins, int(np.floor(self.fmax * self.frame_length / self.sample_rate)) + 2)
         n = np.arange(self.frame_length)[:, None]
         k = np.arange(self.n_bins)[None, :]
         window = (0.5 - 0.5 * np.cos(2 * np.pi * np.arange(self.frame_length) / self.frame_length))[:, None]
         angle = 2 * np.pi * n * k / self.frame_length
         kernel = np.concatenate([window * np.cos(angle), -window * np.sin(angle)], axis=1)
         self._kernel = kernel[:, None, :].astype(np.float32)  # (width, in_channels=1, 2 * bins)
-        self._mel = mel_matrix(self.n_mels, self.n_bins, self.sample_rate, self.fmin, self.fmax)
+        self._mel = mel_matrix(self.n_mels, full_bins, self.sample_rate, self.fmin, self.fmax)[: self.n_bins]
         self._dct = dct_matrix(self.n_mels, self.n_mfcc) if self.n_mfcc else None
 
     def num_frames(self, samples: int) -> int:
@@ -96,21 +99,22 @@ class PerExampleNormalization(keras.layers.Layer):
     microphones generalise to new ones; no statistics are learnt from the training set.
     """
 
-    def __init__(self, epsilon=1e-3, **kwargs):
+    def __init__(self, epsilon=1e-3, per_band=False, **kwargs):
         kwargs.setdefault("dtype", "float32")
         super().__init__(**kwargs)
         self.epsilon = float(epsilon)
+        self.per_band = bool(per_band)  # True: each band's own std (CMVN); False: one std per example
 
     def call(self, x):
         x = x - tf.reduce_mean(x, axis=1, keepdims=True)
-        std = tf.sqrt(tf.reduce_mean(tf.square(x), axis=[1, 2], keepdims=True))
+        std = tf.sqrt(tf.reduce_mean(tf.square(x), axis=[1] if self.per_band else [1, 2], keepdims=True))
         return x / (std + self.epsilon)
 
     def compute_output_shape(self, input_shape):
         return input_shape
 
     def get_config(self):
-        return {**super().get_config(), "epsilon": self.epsilon}
+        return {**super().get_config(), "epsilon": self.epsilon, "per_band": self.per_band}
 
 
 def _interpolation(n: int, src):
