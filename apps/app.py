@@ -13,6 +13,11 @@ _ROOT = Path(__file__).resolve().parent.parent
 if str(_ROOT) not in sys.path:  # `streamlit run apps/app.py` from a checkout that is not pip-installed
     sys.path.insert(0, str(_ROOT))
 
+from suite.heavy_imports import import_tensorflow_and_keras  # noqa: E402
+
+# Before any page code: concurrent first sessions must not race to import TensorFlow and Keras.
+import_tensorflow_and_keras()
+
 import streamlit as st  # noqa: E402
 
 from apps import home, runs_page, samples, task_page  # noqa: E402

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 import time
 import traceback
 from pathlib import Path
@@ -82,12 +83,19 @@ def is_running(run: Run) -> bool:
 
 
 # ---- serving --------------------------------------------------------------------------------------
+MODEL_LOADS = 0  # Predictors created in this server process (each model should load once, whatever the sessions)
+
+
 @st.cache_resource(max_entries=16, show_spinner="Loading the model…")
 def _load_predictor(run_path: str, stamp: float):
     """One Predictor per model file version: loaded once with safe_mode=True, warmed up, shared by sessions."""
+    global MODEL_LOADS
     from suite.predictor import Predictor
 
     predictor = Predictor(Run(run_path))
+    MODEL_LOADS += 1
+    # One line per load, so a benchmark (bench/app.py) can count loads from the server's log.
+    print(f"suite-app: model loaded ({MODEL_LOADS}) {run_path}", file=sys.stderr, flush=True)
     # Trace the compiled forward now, so the user's first prediction is fast.
     with contextlib.suppress(Exception):
         examples = predictor.task.examples(predictor.meta)

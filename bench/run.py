@@ -19,7 +19,7 @@ import sys
 from bench.common import DOCS, RESULTS, ROOT
 
 MODULES = ["machine", "trainer_overhead", "image_classification", "sentiment", "translation", "speech_commands",
-           "export"]
+           "export", "app"]
 
 
 def run_module(name: str, quick: bool) -> str:
