@@ -205,6 +205,22 @@ def test_sequence_models_build_and_run_on_raw_text(model, task):
     np.testing.assert_allclose(out.sum(axis=1), 1.0, rtol=1e-5)
 
 
+def test_linear_model_is_regularised_and_reloads_safely(task, tmp_path):
+    import keras
+
+    with pytest.raises(ConfigError):
+        task.make_config({"l2": -1.0})
+    cfg = task.make_config({"model": "tfidf_linear", "max_tokens": 500, "l2": 1e-3})
+    net = task.build_model(cfg, task.load_data(parse_source("sample"), cfg))
+    assert [layer.name for layer in net.layers if isinstance(layer, keras.layers.Dense)] == ["logits"]
+    texts = np.array(["a truly superb film", "not good"], dtype=object)
+    out = np.asarray(net(texts))
+    np.testing.assert_allclose(out.sum(axis=1), 1.0, rtol=1e-5)
+    assert len(net.losses) == 1 and float(net.losses[0]) >= 0  # the L2 penalty on the n-gram weights
+    net.save(tmp_path / "m.keras")
+    again = keras.saving.load_model(tmp_path / "m.keras", safe_mode=True)
+    np.testing.assert_allclose(np.asarray(again(texts)), out, rtol=1e-5)
+
 def test_decode_input_cleans_and_bounds(task):
     meta = {"class_names": ["negative", "positive"], "max_chars": 1000}
     assert task.decode_input(b"ok \xff", meta).item() == "ok \ufffd"
