@@ -106,3 +106,18 @@ def token_html(tokens: list[str], scores: list[float]) -> str:
             f'border-radius:3px;margin:1px;line-height:2">{html.escape(str(tok))}</span>'
         )
     return "<div>" + " ".join(spans) + "</div>"
+
+
+def spectrogram_image(spec_db, height: int = 160) -> np.ndarray:
+    """A (mel x frames) dB spectrogram as an RGB image: low frequencies at the bottom, a viridis-like map."""
+    spec = np.asarray(spec_db, np.float32)
+    lo, hi = np.percentile(spec, 2), np.percentile(spec, 99.5)
+    norm = np.clip((spec - lo) / max(hi - lo, 1e-6), 0.0, 1.0)[::-1]
+    # A small perceptual ramp (dark blue -> teal -> yellow) without importing matplotlib.
+    stops = np.array([[68, 1, 84], [59, 82, 139], [33, 145, 140], [94, 201, 98], [253, 231, 37]], np.float32)
+    pos = norm * (len(stops) - 1)
+    i = np.clip(pos.astype(int), 0, len(stops) - 2)
+    frac = (pos - i)[..., None]
+    rgb = stops[i] * (1 - frac) + stops[i + 1] * frac
+    rows = np.linspace(0, rgb.shape[0] - 1, height).astype(int)
+    return rgb[rows].astype(np.uint8)

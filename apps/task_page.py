@@ -141,6 +141,9 @@ def try_tab(task, run: Run | None) -> None:
         st.error(f"This input cannot be used: {err}")
         return
     show_result(result, ms)
+    if callable(getattr(task, "spectrogram", None)):
+        with guard("Waveform and spectrogram"):
+            draw_audio_views(task.spectrogram(predictor.decode(raw), predictor.meta))
     if st.toggle("Explain this prediction", key=f"{task.name}:explain"):
         with guard("Explanation"), st.spinner("Explaining…"):
             explanation = predictor.explain(raw)
@@ -232,6 +235,17 @@ def show_result(result: dict, ms: float) -> None:
     mark = "within" if ms <= LATENCY_TARGET_MS else "over"
     st.caption(f"Answered in {ms:.1f} ms on the server ({mark} the {LATENCY_TARGET_MS:.0f} ms target; "
                "decode, model and post-processing).")
+
+
+def draw_audio_views(views: dict) -> None:
+    """The decoded clip as the model hears it: waveform (resampled, padded/trimmed) and log-mel spectrogram."""
+    wave = np.asarray(views["waveform"], np.float32)
+    step = max(1, wave.size // 2000)  # at most ~2,000 points in the chart
+    cols = st.columns(2)
+    cols[0].line_chart({"amplitude": wave[::step]}, height=180)
+    cols[0].caption(f"Waveform: {wave.size / views['sample_rate']:.2f} s at {views['sample_rate']} Hz")
+    cols[1].image(charts.spectrogram_image(views["spectrogram"]), width="stretch",
+                  caption="Log-mel spectrogram (low frequencies at the bottom)")
 
 
 def draw_explanation(exp) -> None:

@@ -559,3 +559,31 @@ def test_explanation_views_draw_each_kind():
     assert len(rows) == 6 and {r["source"] for r in rows} == {"0:ich", "1:bin", "2:ich"}
     cm = charts.confusion_chart([[3, 1], [0, 4]], ["a", "b"]).to_dict()
     assert sum(r["count"] for r in next(iter(cm["datasets"].values()))) == 8
+
+
+def test_audio_views_draw_waveform_and_spectrogram():
+    """The speech page shows the decoded clip: a waveform chart and a spectrogram image, low bands at the bottom."""
+    from streamlit.testing.v1 import AppTest
+
+    from apps import charts
+
+    spec = np.zeros((40, 50), np.float32)
+    spec[0, :] = 30.0  # energy in the lowest mel band only
+    img = charts.spectrogram_image(spec, height=80)
+    assert img.shape == (80, 50, 3) and img.dtype == np.uint8
+    assert img[-1].mean() > img[0].mean()  # the bright band is drawn at the bottom
+
+    def page():
+        import numpy as np
+
+        from apps.task_page import draw_audio_views
+
+        wave = np.sin(np.linspace(0, 200, 16000)).astype(np.float32)
+        spec = np.random.default_rng(0).normal(size=(40, 98)).astype(np.float32)
+        draw_audio_views({"waveform": wave, "sample_rate": 16000, "spectrogram": spec})
+
+    at = AppTest.from_function(page).run()
+    no_exceptions(at)
+    assert any("Waveform: 1.00 s at 16000 Hz" in str(c.value) for c in at.caption)
+    captions = [img.caption for e in at.get("image") for img in e.proto.imgs]
+    assert any("spectrogram" in c for c in captions), captions
