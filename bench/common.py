@@ -90,3 +90,63 @@ def md_table(header: list[str], rows: list[list[Any]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(fmt(c) for c in row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def train_with_snapshots(task, data: str, overrides: dict, *, name: str, home: Path) -> dict:
+    """Train through the suite's trainer, keeping each epoch's weights, so test accuracy against training
+    time can be scored afterwards without charging the scoring to training time."""
+    import shutil
+
+    from suite.runstore import RunStore
+    from suite.trainer import TrainOptions, train
+
+    store = RunStore(home)
+    snaps = home / "snapshots"
+    snaps.mkdir(parents=True, exist_ok=True)
+    points: list[dict] = []
+    state: dict = {}
+
+    def listener(event):
+        if event["event"] == "run_start":
+            state["start"], state["cpu"] = time.perf_counter(), time.process_time()
+            state["run"] = store.get(event["run"])
+        elif event["event"] == "epoch_end":
+            # BackupAndRestore has written this epoch's weights before the monitor emits epoch_end.
+            now, cpu = time.perf_counter(), time.process_time()
+            snap = snaps / f"epoch{event['epoch']}.weights.h5"
+            shutil.copy(state["run"].file("backup") / "latest.weights.h5", snap)
+            points.append({"epoch": event["epoch"], "seconds": now - state["start"], "epoch_seconds": event["seconds"],
+                           "cpu_seconds": cpu - state["cpu"], "snapshot": str(snap)})
+            state["start"] += time.perf_counter() - now  # the copy is not training time
+            state["cpu"] += time.process_time() - cpu
+
+    t0 = time.perf_counter()
+    run = train(task, data, overrides, name=name, store=store, options=TrainOptions(tensorboard=False),
+                listeners=[listener])
+    wall = time.perf_counter() - t0
+    if run.status != "completed":
+        raise RuntimeError(f"suite run ended {run.status}: {run.info.get('error')}")
+    return {"run": run, "points": points, "wall_seconds": wall, "rss_after_train_mb": peak_rss_mb(),
+            "config": run.config, "counts": run.info.get("counts", {})}
+
+
+def plot_accuracy_curves(curves: dict[str, list[dict]], path: Path, *, bar: float, ylabel: str, title: str) -> None:
+    """Test accuracy (%) against training seconds, one line per recipe, with the issue's bar dashed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4))
+    for label, pts in curves.items():
+        ax.plot([p["seconds"] for p in pts], [100 * p["test_accuracy"] for p in pts], marker="o", label=label)
+    ax.axhline(bar, color="grey", linestyle="--", linewidth=1, label=f"bar: {bar:g}%")
+    ax.set_xlabel("training time (s, this machine)")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -16,7 +16,17 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.common import DOCS, latency_stats, machine, md_table, peak_rss_mb, save_results, shared_data
+from bench.common import (
+    DOCS,
+    latency_stats,
+    machine,
+    md_table,
+    peak_rss_mb,
+    plot_accuracy_curves,
+    save_results,
+    shared_data,
+    train_with_snapshots,
+)
 
 NAME = "image_classification"
 PLOT = DOCS / "bench_image_classification_curve.png"
@@ -26,65 +36,15 @@ PLOT_QUICK = DOCS / "bench_image_classification_curve_quick.png"  # quick runs n
 def _suite_run(npz: Path, quick: bool, home: Path) -> dict:
     """Train the default config through the suite's trainer; snapshot weights at each epoch for the curve."""
     from suite.registry import get
-    from suite.runstore import RunStore
-    from suite.trainer import TrainOptions, train
 
     task = get("image_classification")
     overrides = {"epochs": 1, "max_train_examples": 6000} if quick else {}
-    store = RunStore(home)
-    snaps = home / "snapshots"
-    snaps.mkdir(parents=True, exist_ok=True)
-    points: list[dict] = []
-    state: dict = {}
-
-    def listener(event):
-        if event["event"] == "run_start":
-            state["start"], state["cpu"] = time.perf_counter(), time.process_time()
-            state["run"] = store.get(event["run"])
-        elif event["event"] == "epoch_end":
-            # BackupAndRestore has written this epoch's weights before the monitor emits epoch_end.
-            now, cpu = time.perf_counter(), time.process_time()
-            snap = snaps / f"epoch{event['epoch']}.weights.h5"
-            shutil.copy(state["run"].file("backup") / "latest.weights.h5", snap)
-            points.append({"epoch": event["epoch"], "seconds": now - state["start"], "epoch_seconds": event["seconds"],
-                           "cpu_seconds": cpu - state["cpu"], "snapshot": str(snap)})
-            state["start"] += time.perf_counter() - now  # the copy is not training time
-            state["cpu"] += time.process_time() - cpu
-
-    t0 = time.perf_counter()
-    run = train(task, str(npz), overrides, name="mnist-default", store=store,
-                options=TrainOptions(tensorboard=False), listeners=[listener])
-    wall = time.perf_counter() - t0
-    if run.status != "completed":
-        raise RuntimeError(f"suite run ended {run.status}: {run.info.get('error')}")
-    return {"run": run, "points": points, "wall_seconds": wall, "rss_after_train_mb": peak_rss_mb(),
-            "config": run.config, "counts": run.info.get("counts", {})}
+    return train_with_snapshots(task, str(npz), overrides, name="mnist-default", home=home)
 
 
 def _test_accuracy(forward, x: np.ndarray, y: np.ndarray) -> float:
     preds = [np.asarray(forward(x[i:i + 1000])).argmax(axis=1) for i in range(0, len(x), 1000)]
     return float((np.concatenate(preds) == y).mean())
-
-
-def _plot(curves: dict[str, list[dict]], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.4, 4))
-    for label, pts in curves.items():
-        ax.plot([p["seconds"] for p in pts], [100 * p["test_accuracy"] for p in pts], marker="o", label=label)
-    ax.axhline(99.3, color="grey", linestyle="--", linewidth=1, label="bar: 99.3%")
-    ax.set_xlabel("training time (s, this machine)")
-    ax.set_ylabel("MNIST test accuracy (%)")
-    ax.set_title("MNIST: test accuracy against training time")
-    ax.grid(alpha=0.3)
-    ax.legend(loc="lower right")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 def _interleaved_latency(paths: dict, rounds: int) -> dict[str, dict[str, float]]:
@@ -173,7 +133,7 @@ def run(quick: bool) -> str:
     curves = {f"suite default ({suite['config']['model']}, {len(suite['points'])} ep)": suite["points"],
               f"keras.io simple convnet ({epochs_base} ep)": base_curve}
     plot = PLOT_QUICK if quick else PLOT
-    _plot(curves, plot)
+    plot_accuracy_curves(curves, plot, bar=99.3, ylabel="MNIST test accuracy (%)", title="MNIST: test accuracy against training time")
     results = {
         "quick": quick, "machine": machine(), "data": "mnist/mnist.npz",
         "suite": {"test_accuracy": final, "curve": suite["points"], "train_seconds_fit": suite_secs,

@@ -15,7 +15,17 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.common import DOCS, latency_stats, machine, md_table, peak_rss_mb, save_results, shared_data
+from bench.common import (
+    DOCS,
+    latency_stats,
+    machine,
+    md_table,
+    peak_rss_mb,
+    plot_accuracy_curves,
+    save_results,
+    shared_data,
+    train_with_snapshots,
+)
 
 NAME = "sentiment"
 PLOT = DOCS / "bench_sentiment_curve.png"
@@ -27,64 +37,15 @@ SENTENCE = "A warm, funny and beautifully acted film, though the ending drags a 
 def _suite_run(folder: Path, quick: bool, home: Path) -> dict:
     """Train the default config through the suite's trainer; snapshot weights at each epoch for the curve."""
     from suite.registry import get
-    from suite.runstore import RunStore
-    from suite.trainer import TrainOptions, train
 
     task = get(NAME)
     overrides = {"max_train_examples": QUICK_TRAIN, "epochs": 2} if quick else {}
-    store = RunStore(home)
-    snaps = home / "snapshots"
-    snaps.mkdir(parents=True, exist_ok=True)
-    points: list[dict] = []
-    state: dict = {}
-
-    def listener(event):
-        if event["event"] == "run_start":
-            state["start"], state["cpu"] = time.perf_counter(), time.process_time()
-            state["run"] = store.get(event["run"])
-        elif event["event"] == "epoch_end":
-            now, cpu = time.perf_counter(), time.process_time()
-            snap = snaps / f"epoch{event['epoch']}.weights.h5"
-            shutil.copy(state["run"].file("backup") / "latest.weights.h5", snap)
-            points.append({"epoch": event["epoch"], "seconds": now - state["start"], "epoch_seconds": event["seconds"],
-                           "cpu_seconds": cpu - state["cpu"], "snapshot": str(snap)})
-            state["start"] += time.perf_counter() - now  # the copy is not training time
-            state["cpu"] += time.process_time() - cpu
-
-    t0 = time.perf_counter()
-    run = train(task, str(folder), overrides, name="sst2-default", store=store,
-                options=TrainOptions(tensorboard=False), listeners=[listener])
-    wall = time.perf_counter() - t0
-    if run.status != "completed":
-        raise RuntimeError(f"suite run ended {run.status}: {run.info.get('error')}")
-    return {"run": run, "points": points, "wall_seconds": wall, "rss_after_train_mb": peak_rss_mb(),
-            "config": run.config, "counts": run.info.get("counts", {})}
+    return train_with_snapshots(task, str(folder), overrides, name="sst2-default", home=home)
 
 
 def _accuracy(forward, texts: np.ndarray, labels: np.ndarray) -> float:
     preds = [np.asarray(forward(texts[i:i + 512])).argmax(axis=1) for i in range(0, len(texts), 512)]
     return float((np.concatenate(preds) == labels).mean())
-
-
-def _plot(curves: dict[str, list[dict]], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.4, 4))
-    for label, pts in curves.items():
-        ax.plot([p["seconds"] for p in pts], [100 * p["test_accuracy"] for p in pts], marker="o", label=label)
-    ax.axhline(84.0, color="grey", linestyle="--", linewidth=1, label="bar: 84%")
-    ax.set_xlabel("training time (s, this machine)")
-    ax.set_ylabel("SST-2 test accuracy (%)")
-    ax.set_title("SST-2: test accuracy against training time")
-    ax.grid(alpha=0.3)
-    ax.legend(loc="lower right")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 def run(quick: bool) -> str:
@@ -152,7 +113,7 @@ def run(quick: bool) -> str:
     curves = {f"suite default ({suite['config']['model']}, {len(suite['points'])} ep)": suite["points"],
               f"keras.io text classification from scratch ({epochs_base} ep)": base_curve}
     plot = PLOT_QUICK if quick else PLOT
-    _plot(curves, plot)
+    plot_accuracy_curves(curves, plot, bar=84.0, ylabel="SST-2 test accuracy (%)", title="SST-2: test accuracy against training time")
     suite_tput = n_train * len(suite["points"]) / suite_secs if suite_secs else None
     base_tput = n_base * epochs_base / base_secs if base_secs else None
     results = {
