@@ -172,40 +172,28 @@ def plugin(request):
     return _task_and_meta(request.param)
 
 
-def test_random_bytes(plugin):
-    task, meta = plugin
+def _fuzz(task, meta, strategy) -> None:
+    """Every drawn input decodes or raises InputError within the time bound; then a real example still works."""
 
     @SETTINGS
-    @given(raw=st.binary(max_size=4096))
+    @given(raw=strategy)
     def run(raw):
         _check(task, meta, raw)
 
     run()
     _example_still_works(task, meta)
+
+
+def test_random_bytes(plugin):
+    _fuzz(*plugin, st.binary(max_size=4096))
 
 
 def test_random_text(plugin):
-    task, meta = plugin
-
-    @SETTINGS
-    @given(raw=TEXTY)
-    def run(raw):
-        _check(task, meta, raw)
-
-    run()
-    _example_still_works(task, meta)
+    _fuzz(*plugin, TEXTY)
 
 
 def test_near_valid_files(plugin):
-    task, meta = plugin
-
-    @SETTINGS
-    @given(raw=NEAR_VALID)
-    def run(raw):
-        _check(task, meta, raw)
-
-    run()
-    _example_still_works(task, meta)
+    _fuzz(*plugin, NEAR_VALID)
 
 
 def _example_still_works(task, meta) -> None:
