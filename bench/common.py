@@ -150,3 +150,11 @@ def plot_accuracy_curves(curves: dict[str, list[dict]], path: Path, *, bar: floa
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def batched_accuracy(forward, x, y, batch: int = 1000) -> float:
+    """Top-1 accuracy of a compiled forward over ``x`` in batches (for accuracy-against-time curves)."""
+    import numpy as np
+
+    preds = [np.asarray(forward(x[i:i + batch])).argmax(axis=1) for i in range(0, len(x), batch)]
+    return float((np.concatenate(preds) == y).mean())

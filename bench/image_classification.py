@@ -18,6 +18,7 @@ import numpy as np
 
 from bench.common import (
     DOCS,
+    batched_accuracy,
     latency_stats,
     machine,
     md_table,
@@ -40,11 +41,6 @@ def _suite_run(npz: Path, quick: bool, home: Path) -> dict:
     task = get("image_classification")
     overrides = {"epochs": 1, "max_train_examples": 6000} if quick else {}
     return train_with_snapshots(task, str(npz), overrides, name="mnist-default", home=home)
-
-
-def _test_accuracy(forward, x: np.ndarray, y: np.ndarray) -> float:
-    preds = [np.asarray(forward(x[i:i + 1000])).argmax(axis=1) for i in range(0, len(x), 1000)]
-    return float((np.concatenate(preds) == y).mean())
 
 
 def _interleaved_latency(paths: dict, rounds: int) -> dict[str, dict[str, float]]:
@@ -94,7 +90,7 @@ def run(quick: bool) -> str:
         forward = make_forward(model)
         for p in suite["points"]:
             model.load_weights(p.pop("snapshot"))
-            p["test_accuracy"] = _test_accuracy(forward, x_test4, y_test)
+            p["test_accuracy"] = batched_accuracy(forward, x_test4, y_test)
         final = run_.metrics["test"]["accuracy"]  # best-by-validation weights, as the run keeps them
         n_train = suite["counts"].get("train", 0)
         suite_secs = sum(p["epoch_seconds"] for p in suite["points"])

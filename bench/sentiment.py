@@ -17,6 +17,7 @@ import numpy as np
 
 from bench.common import (
     DOCS,
+    batched_accuracy,
     latency_stats,
     machine,
     md_table,
@@ -41,11 +42,6 @@ def _suite_run(folder: Path, quick: bool, home: Path) -> dict:
     task = get(NAME)
     overrides = {"max_train_examples": QUICK_TRAIN, "epochs": 2} if quick else {}
     return train_with_snapshots(task, str(folder), overrides, name="sst2-default", home=home)
-
-
-def _accuracy(forward, texts: np.ndarray, labels: np.ndarray) -> float:
-    preds = [np.asarray(forward(texts[i:i + 512])).argmax(axis=1) for i in range(0, len(texts), 512)]
-    return float((np.concatenate(preds) == labels).mean())
 
 
 def run(quick: bool) -> str:
@@ -73,7 +69,7 @@ def run(quick: bool) -> str:
         forward = make_forward(model)
         for p in suite["points"]:
             model.load_weights(p.pop("snapshot"))
-            p["test_accuracy"] = _accuracy(forward, test_texts, test_labels)
+            p["test_accuracy"] = batched_accuracy(forward, test_texts, test_labels, batch=512)
         final = run_.metrics["test"]["accuracy"]  # best-by-validation (dev.tsv) weights, as the run keeps them
         n_train = suite["counts"].get("train", 0)
         suite_secs = sum(p["epoch_seconds"] for p in suite["points"])
