@@ -13,15 +13,34 @@ _ROOT = Path(__file__).resolve().parent.parent
 if str(_ROOT) not in sys.path:  # `streamlit run apps/app.py` from a checkout that is not pip-installed
     sys.path.insert(0, str(_ROOT))
 
+import streamlit as st  # noqa: E402
+
+from apps import samples  # noqa: E402
+from apps.common import guard, store  # noqa: E402
+
+
+@st.cache_resource(show_spinner=False)
+def _start_samples_early(root: str) -> int | None:
+    """An empty run store (a first start): start the sample models now, before this server spends seconds
+    importing TensorFlow and the plugins; the background process finds which plugins need one itself."""
+    s = store()
+    if s.list() or (s.root / samples.STATUS_NAME).exists():
+        return None  # decided by _prepare_samples_once, once the registry is loaded
+    proc = samples.start_background(None, s)
+    return proc.pid if proc else None
+
+
+if samples.enabled():
+    with guard("Sample models"):
+        _start_samples_early(str(store().root))
+
 from suite.heavy_imports import import_tensorflow_and_keras  # noqa: E402
 
 # Before any page code: concurrent first sessions must not race to import TensorFlow and Keras.
 import_tensorflow_and_keras()
 
-import streamlit as st  # noqa: E402
-
-from apps import home, runs_page, samples, task_page  # noqa: E402
-from apps.common import guard, registry, store  # noqa: E402
+from apps import home, runs_page, task_page  # noqa: E402
+from apps.common import registry  # noqa: E402
 
 
 @st.cache_resource(show_spinner=False)

@@ -92,10 +92,12 @@ def _load_predictor(run_path: str, stamp: float):
     global MODEL_LOADS
     from suite.predictor import Predictor
 
+    started = time.time()
     predictor = Predictor(Run(run_path))
     MODEL_LOADS += 1
-    # One line per load, so a benchmark (bench/app.py) can count loads from the server's log.
-    print(f"suite-app: model loaded ({MODEL_LOADS}) {run_path}", file=sys.stderr, flush=True)
+    # One line per load, so a benchmark (bench/app.py) can count and time loads from the server's log.
+    print(f"suite-app: model loaded ({MODEL_LOADS}) {run_path} at {time.time():.3f} in {time.time() - started:.2f} s",
+          file=sys.stderr, flush=True)
     # Trace the compiled forward now, so the user's first prediction is fast.
     with contextlib.suppress(Exception):
         examples = predictor.task.examples(predictor.meta)

@@ -65,20 +65,26 @@ def render(pages: dict) -> None:
 
 
 def _samples_status() -> None:
-    state = samples.status(store())
-    tasks = state.get("tasks") or {}
-    if not tasks or not state.get("alive"):
+    """While the first-start sample models are prepared: one line per plugin, with when it will be ready."""
+    if not samples.status(store()).get("alive"):
         return
 
     @st.fragment(run_every=2.0, key="home-samples")
     def live():
         now = samples.status(store())
         states = now.get("tasks") or {}
-        done = sum(1 for v in states.values() if v not in ("waiting", "training"))
-        st.progress(done / max(1, len(states)),
-                    text=f"Preparing small sample models on the built-in samples: {done}/{len(states)} done")
-        st.caption(" · ".join(f"{k}: {v}" for k, v in states.items()))
+        done = [k for k, v in states.items() if v not in samples.ACTIVE_STATES]
         if not now.get("alive"):
-            st.rerun(scope="app")
+            st.rerun(scope="app")  # all sample models are ready (or failed): redraw without this panel
+        st.progress(len(done) / max(1, len(states)),
+                    text="Preparing small **sample models** on each plugin's built-in sample, so every page can "
+                         f"predict right away: {len(done)}/{len(states) or '?'} ready")
+        lines = []
+        for name, value in states.items():
+            if value == "completed":
+                lines.append(f"- **{name}**: sample model ready, open its page to try it")
+            else:
+                lines.append(f"- **{name}**: {samples.describe(now, name, store()) or value}")
+        st.markdown("\n".join(lines) if lines else "Finding which plugins need a sample model…")
 
     live()

@@ -15,8 +15,15 @@ def render() -> None:
     if flash := st.session_state.pop("runs:flash", None):
         st.success(flash)
     if not runs:
-        st.info("No runs yet. Train one from a task's page.")
-        return
+        st.info("No runs yet. Train one from a task's page, or import a model below.")
+    else:
+        _runs(runs)
+    st.subheader("Import a model")
+    with guard("Import"):
+        import_section()
+
+
+def _runs(runs) -> None:
     rows = []
     for run in runs:
         with guard(run.name):
@@ -80,3 +87,36 @@ def compare(names: list[str]) -> None:
         chart = alt.Chart(pd.DataFrame(curves)).mark_line(point=True).encode(
             x="epoch:Q", y="value:Q", color="run:N", strokeDash="metric:N", tooltip=["run", "metric", "value"])
         st.altair_chart(chart)
+
+
+def import_section() -> None:
+    """Upload a ``.keras`` file made elsewhere; it becomes a run only after the checked, isolated import."""
+    import datetime as _dt
+
+    from apps import importing
+    from apps.common import registry
+
+    st.caption("A `.keras` file made elsewhere. It is checked by its content (its `config.json`: no Lambda or "
+               "TFSMLayer, only Keras and registered plugin classes; its zip members: sizes and compression) and "
+               "loaded with `safe_mode=True` in a separate process with memory and time limits before it becomes "
+               "a run. `.h5` files and SavedModel folders are refused.")
+    up = st.file_uploader("Model file (.keras)", key="runs:import:file",
+                          help="Checked by its content, not its name.")
+    tasks = [t.name for t in registry().tasks()]
+    c1, c2 = st.columns(2)
+    task = c1.selectbox("Task whose inputs it takes", tasks, key="runs:import:task")
+    name = c2.text_input("Run name", value=f"imported-{_dt.datetime.now():%Y%m%d-%H%M%S}", key="runs:import:name")
+    c3, c4 = st.columns(2)
+    classes = c3.text_input("Class names, comma-separated (optional; default 0..N-1)", key="runs:import:classes")
+    meta_text = c4.text_input("Task metadata as JSON (optional)", key="runs:import:meta",
+                              help='What the plugin needs to decode inputs, e.g. {"n_features": 4}.')
+    if st.button("Import", type="primary", disabled=up is None or not tasks, key="runs:import:go"):
+        meta = importing.parse_meta(meta_text)
+        class_names = [c.strip() for c in classes.split(",") if c.strip()] or None
+        with st.spinner("Checking the file and loading it in a separate, limited process…"):
+            run = importing.import_upload(up.getvalue(), up.name, task=task, name=name, store=store(),
+                                          class_names=class_names, meta=meta)
+        st.session_state["runs:flash"] = (f"Imported {up.name} as run `{run.name}` ({run.task_name}): pick it on "
+                                          "that task's page.")
+        st.session_state.pop("runs:import:name", None)
+        st.rerun()

@@ -80,33 +80,27 @@ def select_run(task, runs: list[Run]) -> Run | None:
 
 
 def sample_banner(task, runs: list[Run]) -> None:
-    """While the first-start process trains this task's sample model, show its progress."""
-    root = store().root
+    """While the first-start process prepares this task's sample model: when it will be ready, live.
+
+    As soon as this task's own model is done the page reruns and predicts with it (the others may still train).
+    """
     state = samples.status(store())
     task_state = (state.get("tasks") or {}).get(task.name)
-    if not task_state:
-        return
-    if task_state.startswith("failed"):
+    if task_state and task_state.startswith("failed"):
         st.warning(f"The sample model could not be trained: {task_state[len('failed: '):]}")
         return
-    if task_state not in ("waiting", "training") or not state.get("alive"):
+    if runs or samples.describe(state, task.name, store()) is None:
         return
-    run_dir = root / samples.sample_name(task.name)
 
     @st.fragment(run_every=2.0, key=f"{task.name}-sample-banner")
     def banner():
         now = samples.status(store())
-        current = (now.get("tasks") or {}).get(task.name)
-        if current not in ("waiting", "training") or not now.get("alive"):
-            st.rerun(scope="app")  # the sample model is ready: redraw the page with it
-        prog = training.progress(run_dir)
-        if current == "waiting":
-            st.info("Preparing a small **sample model** for this task (waiting for the other sample models)…")
-        else:
-            text = f"Training the **sample model** `{run_dir.name}` on the built-in sample"
-            if prog["epochs"]:
-                text += f": epoch {prog['epoch']}/{prog['epochs']}"
-            st.progress(prog["fraction"], text=text)
+        line = samples.describe(now, task.name, store())
+        if line is None or usable_runs(task.name):
+            st.rerun(scope="app")  # this task's sample model is ready: redraw the page with it
+        prog = training.progress(store().root / samples.sample_name(task.name))
+        st.progress(float(prog["fraction"]), text=line[0].upper() + line[1:] + " (trained on the plugin's "
+                    "built-in sample, shown as a *sample model*; this page predicts as soon as it is ready)")
 
     banner()
 
@@ -114,6 +108,10 @@ def sample_banner(task, runs: list[Run]) -> None:
 # ---- Try it ---------------------------------------------------------------------------------------
 def try_tab(task, run: Run | None) -> None:
     if run is None:
+        if samples.describe(samples.status(store()), task.name, store()):
+            st.info("A sample model for this task is on its way (see above): this tab predicts with it as soon "
+                    "as it is ready.")
+            return
         st.info("No trained model for this task yet. Train one in the **Train** tab, or in one click:")
         quick_train_button(task, key="try")
         return

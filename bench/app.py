@@ -14,6 +14,7 @@ Trains a small image model on the built-in sample into a temporary SUITE_HOME, s
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import re
@@ -97,15 +98,17 @@ def digit_pngs(digits=DIGITS) -> dict[int, bytes]:
 class Server:
     """``streamlit run apps/app.py`` on 127.0.0.1 in its own process group, with its log in a file."""
 
-    def __init__(self, home: Path, workdir: Path):
+    def __init__(self, home: Path, workdir: Path, env_extra: dict[str, str] | None = None):
         from apps.settings import streamlit_flags
 
         self.port = _free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.log_path = workdir / "streamlit.log"
         self._log = open(self.log_path, "wb")  # noqa: SIM115
-        env = dict(os.environ, SUITE_HOME=str(home), SUITE_APP_PREPARE_SAMPLES="0", SUITE_PLUGINS=TASK)
+        env = {**os.environ, "SUITE_HOME": str(home), "SUITE_APP_PREPARE_SAMPLES": "0", "SUITE_PLUGINS": TASK,
+               **(env_extra or {})}
         self.started = time.perf_counter()
+        self.started_wall = time.time()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "streamlit", "run", str(ROOT / "apps" / "app.py"), *streamlit_flags(),
              "--server.address", "127.0.0.1", "--server.port", str(self.port)],
@@ -151,7 +154,7 @@ class Server:
         self._log.close()
 
 
-def new_driver():
+def new_driver(extra_flags: tuple[str, ...] = ()):
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
@@ -159,7 +162,7 @@ def new_driver():
     opts.binary_location = CHROMIUM
     for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--no-first-run", "--disable-extensions", "--window-size=1200,1400"):
+                 "--no-first-run", "--disable-extensions", "--window-size=1200,1400", *extra_flags):
         opts.add_argument(flag)
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
     driver.set_page_load_timeout(WAIT_S)
@@ -410,6 +413,178 @@ def measure(quick: bool, sessions: int | None = None, launch_concurrency: int = 
     }
 
 
+# ---- first contact: a fresh SUITE_HOME, sample models prepared on first start, every plugin page ------------
+FIRST_CONTACT_TASKS = ("image_classification", "sentiment", "speech_commands", "translation")
+FIRST_CONTACT_TARGET_S = 120.0
+# Background tabs must keep their websocket and timers running in headless Chromium.
+TAB_FLAGS = ("--disable-background-timer-throttling", "--disable-backgrounding-occluded-windows",
+             "--disable-renderer-backgrounding")
+
+
+def shown_prediction(driver) -> str | None:
+    """The label (or translation) a plugin page shows, once it shows a prediction; else None."""
+    from selenium.webdriver.common.by import By
+
+    body = driver.find_element(By.TAG_NAME, "body").text
+    if "Answered in" not in body:
+        return None
+    for el in driver.find_elements(By.CSS_SELECTOR, "[data-testid='stMarkdownContainer'] h3"):
+        m = re.match(r"Prediction:\s*(.+)", el.text)
+        if m:
+            return m.group(1).strip()
+    lines = [ln.strip() for ln in body.splitlines()]
+    if "Translation" in lines and lines.index("Translation") + 1 < len(lines):
+        return lines[lines.index("Translation") + 1]
+    return None
+
+
+def first_contact(workdir: Path, tasks=FIRST_CONTACT_TASKS, timeout: float = 600.0) -> dict:
+    """Seconds from launching ``streamlit run`` on a FRESH SUITE_HOME to a prediction on every plugin page.
+
+    The browser opens Home (the first session starts the sample models), then one tab per plugin page; each tab
+    is polled until its page shows a prediction, which it does by itself once its sample model is ready (the
+    first example is pre-selected). Which label came out, and whether it is the example's expected one, is
+    recorded too.
+    """
+    home = workdir / "fresh-home"
+    cwd = workdir / "fc-cwd"
+    cwd.mkdir(parents=True, exist_ok=True)
+    load_before = os.getloadavg()
+    driver = new_driver(TAB_FLAGS)  # Chromium's own start-up is not the app's
+    server = None
+    try:
+        server = Server(home, cwd, env_extra={"SUITE_APP_PREPARE_SAMPLES": "1", "SUITE_PLUGINS": ",".join(tasks)})
+        healthy = server.wait_healthy()
+        driver.get(server.base)
+        wait_title(driver, timeout)
+        first_page = time.perf_counter() - server.started
+        handles = {}
+        for task in tasks:
+            driver.switch_to.new_window("tab")
+            driver.get(f"{server.base}/{task}")
+            handles[task] = driver.current_window_handle
+        shown: dict[str, dict] = {}
+        deadline = time.time() + timeout
+        while len(shown) < len(tasks) and time.time() < deadline:
+            for task, handle in handles.items():
+                if task in shown:
+                    continue
+                driver.switch_to.window(handle)
+                label = shown_prediction(driver)
+                if label is not None:
+                    shown[task] = {"seconds": time.perf_counter() - server.started, "shown": label}
+            time.sleep(0.5)
+        for task, handle in handles.items():  # what each page says, for the record
+            if task not in shown:
+                driver.switch_to.window(handle)
+                from selenium.webdriver.common.by import By
+
+                shown[task] = {"seconds": None, "page_ends": driver.find_element(By.TAG_NAME, "body").text[-300:]}
+        total = time.perf_counter() - server.started
+        loads = {}
+        for m in re.finditer(r"model loaded \(\d+\) \S+/sample-(\w+) at ([\d.]+) in ([\d.]+) s", server.log()):
+            loads[m.group(1)] = {"loaded_at_s": float(m.group(2)) - server.started_wall, "load_s": float(m.group(3))}
+    finally:
+        quit_driver(driver)
+        if server is not None:
+            server.stop()
+    status = {}
+    import json
+
+    with contextlib.suppress(OSError, ValueError):
+        status = json.loads((home / ".sample-models.json").read_text())
+    _expected_labels(home, shown)
+    times = status.get("times") or {}
+    t0 = status.get("started")
+    for task, rec in shown.items():
+        t = times.get(task) or {}
+        if t.get("started") and t.get("finished"):
+            rec["train_s"] = t["finished"] - t["started"]
+            rec["ready_after_coordinator_s"] = t["finished"] - t0 if t0 else None
+        if t.get("finished"):
+            rec["ready_at_s"] = t["finished"] - server.started_wall
+        rec.update(loads.get(task, {}))
+        rec["state"] = (status.get("tasks") or {}).get(task)
+        rec["lane"] = ((status.get("plan") or {}).get(task) or {}).get("lane")
+    done = [r["seconds"] for r in shown.values() if r.get("seconds") is not None]
+    return {"health_s": healthy, "first_page_s": first_page, "pages": shown, "tasks": list(tasks),
+            "all_pages_s": max(done) if len(done) == len(tasks) else None, "wall_s": total,
+            "lanes": 1 + max((r.get("lane") or 0) for r in shown.values()), "loadavg_before": load_before,
+            "loadavg_after": os.getloadavg(), "target_s": FIRST_CONTACT_TARGET_S}
+
+
+def _expected_labels(home: Path, shown: dict) -> None:
+    """The first example each page pre-selects, and whether the prediction shown is its expected label."""
+    from apps.samples import sample_name
+    from suite.registry import get
+    from suite.runstore import RunStore
+
+    for task_name, rec in shown.items():
+        with contextlib.suppress(Exception):
+            task = get(task_name)
+            run = RunStore(home).get(sample_name(task_name))
+            examples = list(task.examples(run.meta))
+            kind = str if task.input_kind in ("text", "table") else bytes
+            first = next(e for e in examples if isinstance(e.value, kind))
+            rec["example"], rec["expected"] = first.name, first.expected
+            rec["correct"] = rec.get("shown") is not None and str(rec["shown"]).strip() == str(first.expected)
+            # The sample model on all its examples (in-process, same model file): how sensible it is.
+            from suite.predictor import Predictor
+
+            pred = Predictor(run)
+            outs = [(pred.predict_one(e.value), e.expected) for e in examples if e.expected is not None]
+            hits = [str(o.get("label", o.get("translation"))).strip() == str(exp) for o, exp in outs]
+            rec["examples_right"] = f"{sum(hits)}/{len(hits)}"
+
+
+def first_contact_section(fc: dict, cmd: str) -> str:
+    rows = []
+    for task in fc["tasks"]:
+        r = fc["pages"][task]
+        rows.append([task, r.get("lane", "-"), r.get("train_s", "-"), r.get("ready_at_s", "-"),
+                     r.get("loaded_at_s", "-"), r.get("seconds") or "not shown",
+                     f"{r.get('shown', '-')} (expected {r.get('expected', '-')})", r.get("examples_right", "-")])
+    verdict = ("within" if fc["all_pages_s"] is not None and fc["all_pages_s"] <= fc["target_s"] else "OVER")
+    lines = [
+        FC_MARK,
+        "",
+        f"Command: `{cmd}`. A fresh SUITE_HOME, `streamlit run apps/app.py` on 127.0.0.1 with the four built-in "
+        "plugins; headless Chromium opens Home (whose first run starts the sample models), then one tab per plugin "
+        "page, and each tab is polled until it shows a prediction (the page predicts on its pre-selected first "
+        f"example by itself as soon as its sample model is ready). Sample models trained in {fc['lanes']} lanes. "
+        f"Machine load average before / after: {fc['loadavg_before'][0]:.1f} / {fc['loadavg_after'][0]:.1f} "
+        "(other jobs share this 2-core machine).",
+        "",
+        f"**Every plugin page showed a prediction {fc['all_pages_s'] or float('nan'):.1f} s after `streamlit run`** "
+        f"({verdict} the {fc['target_s']:.0f} s target); health endpoint {fc['health_s']:.1f} s, first page "
+        f"{fc['first_page_s']:.1f} s.",
+        "",
+        md_table(["plugin page", "lane", "sample model trained in (s)", "model ready at (s after launch)",
+                  "server loaded it at (s)", "prediction shown at (s)", "shown (first example)",
+                  "sample model right on its examples"], rows),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+FC_MARK = "### First contact: a fresh machine, every plugin page predicting"
+
+
+def run_first_contact_only() -> str:
+    """Measure first contact and replace only that part of bench/results/app.md (other app figures kept)."""
+    from bench.common import RESULTS
+
+    with tempfile.TemporaryDirectory(prefix="suite-app-fc-") as tmp:
+        fc = first_contact(Path(tmp))
+    save_results(NAME + "_first_contact", {"machine": machine(), **fc})
+    section = first_contact_section(fc, "python -m bench.app --first-contact")
+    path = RESULTS / f"{NAME}.md"
+    old = path.read_text() if path.exists() else "## The app in a browser\n"
+    if FC_MARK in old:
+        old = old[:old.index(FC_MARK)].rstrip() + "\n"
+    path.write_text(old.rstrip() + "\n\n" + section)
+    return section
+
+
 def run(quick: bool) -> str:
     why = browser_available()
     if why:
@@ -459,8 +634,15 @@ def run(quick: bool) -> str:
     ]
     if r["errors"]:
         lines += ["", "Errors: " + "; ".join(sorted(set(r["errors"])))[:600]]
+    with tempfile.TemporaryDirectory(prefix="suite-app-fc-") as tmp:
+        fc = first_contact(Path(tmp))
+    save_results(NAME + "_first_contact", {"machine": machine(), **fc})
+    lines += ["", first_contact_section(fc, cmd)]
     return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":
-    print(run(quick="--full" not in sys.argv))
+    if "--first-contact" in sys.argv:
+        print(run_first_contact_only())
+    else:
+        print(run(quick="--full" not in sys.argv))

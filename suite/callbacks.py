@@ -91,6 +91,53 @@ class RunMonitor(keras.callbacks.Callback):
         )
 
 
+class TimeBudget(keras.callbacks.Callback):
+    """Stop training once ``budget_s`` of training time (earlier attempts included) is spent.
+
+    After every batch it also writes the spent fraction into a ``BudgetedWarmupCosine`` schedule's
+    ``progress`` so the learning rate decays over the budget; the epoch in progress ends early, is validated
+    and checkpointed like any other.
+    """
+
+    def __init__(self, budget_s: float, *, spent_s: float = 0.0, total_steps: int | None = None,
+                 events: EventWriter | None = None):
+        super().__init__()
+        self.budget_s = float(budget_s)
+        self.spent_before = float(spent_s)
+        self.total_steps = total_steps
+        self.events = events
+        self.exhausted = False
+
+    def _schedule(self):
+        lr = getattr(self.model.optimizer, "_learning_rate", None)
+        return lr if hasattr(lr, "progress") else None
+
+    def on_train_begin(self, logs=None):
+        self._start = time.perf_counter()
+        self._update(0)
+
+    def spent(self) -> float:
+        return self.spent_before + time.perf_counter() - self._start
+
+    def _update(self, iterations: int) -> float:
+        fraction = self.spent() / self.budget_s
+        if self.total_steps:
+            fraction = max(fraction, iterations / self.total_steps)
+        schedule = self._schedule()
+        if schedule is not None:
+            schedule.progress.assign(min(1.0, fraction))
+        return fraction
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._update(int(np.asarray(self.model.optimizer.iterations)))
+        if self.spent() >= self.budget_s and not self.exhausted:
+            self.exhausted = True
+            self.model.stop_training = True
+            if self.events is not None:
+                self.events.emit("message", text=f"time budget of {self.budget_s / 60:g} min spent: "
+                                                 "finishing this epoch's validation and stopping")
+
+
 def _current_lr(model) -> float | None:
     try:
         opt = model.optimizer
@@ -100,6 +147,22 @@ def _current_lr(model) -> float | None:
         return float(np.asarray(lr))
     except Exception:
         return None
+
+
+class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
+    """Keras's epoch backup, but each file written atomically (temp file + rename).
+
+    Keras overwrites ``latest.weights.h5`` in place, so a full disk or a kill during that save left a truncated
+    file and the next run could not resume. Here the previous epoch's backup stays whole until the new one is
+    complete; a full disk raises :class:`suite.atomic.DiskFullError` (one line).
+    """
+
+    def _save_model(self):
+        Path(self.backup_dir).mkdir(parents=True, exist_ok=True)
+        with atomic.atomic_path(self._weights_path, suffix=".weights.h5") as tmp:
+            self.model.save_weights(str(tmp), overwrite=True)
+        atomic.write_json(self._training_metadata_path,
+                          {"epoch": self._current_epoch, "batch": self._last_batch_seen})
 
 
 class BestCheckpoint(keras.callbacks.Callback):

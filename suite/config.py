@@ -30,6 +30,7 @@ class TaskConfig:
     label_smoothing: float = 0.0
     early_stopping_patience: int = 0  # epochs without improvement before stopping; 0 turns it off
     max_train_examples: int = 0  # 0 = all; a cap for quick tries
+    time_budget_minutes: float = 0.0  # > 0: stop when this much training time is spent (epochs is then a cap)
     val_fraction: float = 0.1  # used when the source has no validation split
     test_fraction: float = 0.1  # used when the source has no test split
 
@@ -49,8 +50,10 @@ class TaskConfig:
         for name in ("val_fraction", "test_fraction"):
             if not 0 <= getattr(self, name) < 0.5:
                 raise ConfigError(f"{name} must be in [0, 0.5), got {getattr(self, name)}")
-        if self.early_stopping_patience < 0 or self.max_train_examples < 0 or self.warmup_epochs < 0:
-            raise ConfigError("early_stopping_patience, max_train_examples and warmup_epochs must be >= 0")
+        if (self.early_stopping_patience < 0 or self.max_train_examples < 0 or self.warmup_epochs < 0
+                or self.time_budget_minutes < 0):
+            raise ConfigError(
+                "early_stopping_patience, max_train_examples, warmup_epochs and time_budget_minutes must be >= 0")
         for f in dataclasses.fields(self):
             choices = _literal_choices(type(self), f.name)
             if choices and getattr(self, f.name) not in choices:

@@ -242,7 +242,15 @@ def _train_in_folder(task, source, config, options, *, run, chief, strategy, cho
     import keras
     import tensorflow as tf
 
-    from suite.callbacks import BestCheckpoint, Diverged, EarlyStoppingResumable, RunMonitor, StopRequested
+    from suite.callbacks import (
+        AtomicBackupAndRestore,
+        BestCheckpoint,
+        Diverged,
+        EarlyStoppingResumable,
+        RunMonitor,
+        StopRequested,
+        TimeBudget,
+    )
     from suite.modelcard import write_model_card
 
     keras.utils.set_random_seed(options.seed)
@@ -319,7 +327,7 @@ def _train_in_folder(task, source, config, options, *, run, chief, strategy, cho
         best = BestCheckpoint(run.path, task.monitor if val_ds is not None else "loss",
                               task.monitor_mode if val_ds is not None else "min")
         callbacks: list = [
-            keras.callbacks.BackupAndRestore(str(run.file("backup")), delete_checkpoint=False),
+            AtomicBackupAndRestore(str(run.file("backup")), delete_checkpoint=False),
             monitor,
             best,
             keras.callbacks.CSVLogger(str(run.file("history.csv")), append=True),
@@ -331,6 +339,12 @@ def _train_in_folder(task, source, config, options, *, run, chief, strategy, cho
                 run.file("early_stopping.json"), monitor=best.monitor,
                 mode=best.mode, patience=config.early_stopping_patience))
 
+        if config.time_budget_minutes > 0:
+            spent = sum(float(e.get("seconds") or 0) for e in _events(run) if e.get("event") == "epoch_end")
+            callbacks.insert(1, TimeBudget(60 * config.time_budget_minutes, spent_s=spent, events=events,
+                                           total_steps=config.epochs * steps_per_epoch if steps_per_epoch else None))
+            events.emit("message", text=f"time budget {config.time_budget_minutes:g} min ({spent / 60:.1f} spent "
+                                        f"before): at most {config.epochs} epochs, the learning rate decays over it")
         run.file("STOP").unlink(missing_ok=True)
         try:
             with _StopSignal(monitor):

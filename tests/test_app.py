@@ -445,21 +445,35 @@ def test_first_start_prepares_sample_models_for_plugins_without_one(tmp_path, mo
     registry_of(tabular())
     store = RunStore(tmp_path / "runs")
     assert samples.tasks_needing_samples(get_registry(), store) == [TAB]
-    # The app starts it on its first run (captured here instead of spawning the process).
+    # The app starts it on its first run (captured here instead of spawning the process): on an empty store
+    # before importing TensorFlow (the process finds the tasks itself), then with the tasks the registry names.
     started = []
     monkeypatch.setenv("SUITE_HOME", str(store.root))
     monkeypatch.setenv("SUITE_APP_PREPARE_SAMPLES", "1")
     monkeypatch.setattr(samples, "start_background", lambda tasks, s: started.append((tasks, s.root)))
     no_exceptions(app().run())
-    assert started == [([TAB], store.root.resolve())]
+    assert started == [(None, store.root.resolve()), ([TAB], store.root.resolve())]
     monkeypatch.setenv("SUITE_APP_PREPARE_SAMPLES", "0")
     assert not samples.enabled()
-    # What the background process does: train each sample model in turn.
+    # What the background process does (one lane here): train each sample model, recording its times.
     states = samples.prepare_samples([TAB], store, extra_overrides={"epochs": 2})
     assert states == {TAB: "completed"}
     run = store.get(samples.sample_name(TAB))
     assert run.status == "completed" and run.has_model() and run.config["epochs"] == 2
     assert samples.tasks_needing_samples(get_registry(), store) == []
+    times = samples.status(store)["times"][TAB]
+    assert 0 < times["finished"] - times["started"] < 600
+
+
+def test_a_store_with_runs_starts_sample_models_only_for_plugins_without_one(home, monkeypatch, registry_of):
+    from apps import samples
+
+    registry_of(tabular(), TinyImage())
+    started = []
+    monkeypatch.setenv("SUITE_APP_PREPARE_SAMPLES", "1")
+    monkeypatch.setattr(samples, "start_background", lambda tasks, s: started.append(tasks))
+    no_exceptions(app().run())
+    assert started == [["tiny_image"]]  # no early start: the store is not empty
 
 
 def test_only_one_sample_process_at_a_time(tmp_path, registry_of):
@@ -469,7 +483,82 @@ def test_only_one_sample_process_at_a_time(tmp_path, registry_of):
     store.root.mkdir(parents=True)
     (store.root / samples.LOCK_NAME).write_text(str(os.getpid()))  # a live holder
     assert samples.start_background([TAB], store) is None
+    assert samples.start_background(None, store) is None
     assert samples.start_background([], store) is None
+
+
+def test_sample_lanes_balance_the_work_and_run_cheap_models_first():
+    from apps.samples import plan_lanes
+
+    four = ["translation", "speech_commands", "sentiment", "image_classification"]
+    lanes = plan_lanes(four, 2)
+    assert sorted(t for lane in lanes for t in lane) == sorted(four)
+    assert lanes == [["sentiment", "translation"], ["image_classification", "speech_commands"]]
+    assert plan_lanes(four, 1) == [["sentiment", "image_classification", "speech_commands", "translation"]]
+    assert plan_lanes(["a"], 4) == [["a"]]  # never more lanes than models
+    assert plan_lanes([], 2) == []
+
+
+def _sample_state(store: RunStore, tasks: dict, plan: dict, times: dict | None = None) -> None:
+    from apps import samples
+
+    store.root.mkdir(parents=True, exist_ok=True)
+    (store.root / samples.STATUS_NAME).write_text(json.dumps(
+        {"pid": os.getpid(), "started": time.time(), "tasks": tasks, "plan": plan, "times": times or {},
+         "planned": time.time()}))
+
+
+def test_sample_eta_counts_the_models_ahead_in_the_same_lane(tmp_path):
+    from apps import samples
+
+    store = RunStore(tmp_path / "runs")
+    now = time.time()
+    _sample_state(store, {"a": "training", "b": "waiting", "c": "waiting"},
+                  {"a": {"lane": 0, "order": 0}, "b": {"lane": 0, "order": 1}, "c": {"lane": 1, "order": 0}},
+                  {"a": {"started": now - 10}})
+    state = samples.status(store)
+    assert state["alive"]
+    d = samples.DEFAULT_SECONDS
+    eta_a, eta_b, eta_c = (samples.eta_seconds(state, t, store, now) for t in "abc")
+    assert eta_a == pytest.approx(d - 10)  # no epoch finished yet: its typical time minus what it spent
+    assert eta_b == pytest.approx(eta_a + d)  # waits for a, then trains
+    assert eta_c == pytest.approx(d)  # its own lane is free
+    assert re.fullmatch(r"sample model being prepared, ready in ~\d+ s", samples.describe(state, "b", store))
+    assert samples.describe(state, "zzz", store) is None  # not planned
+    _sample_state(store, {"a": "failed: boom"}, {"a": {"lane": 0, "order": 0}})
+    assert samples.describe(samples.status(store), "a", store) == "the sample model could not be trained: boom"
+
+
+def test_a_page_shows_its_sample_progress_then_predicts_as_soon_as_its_model_is_ready(home, trained_root,
+                                                                                      registry_of):
+    """While its sample model trains the page says so, with an estimate; once that model (and only that one)
+    is done, the page predicts, even though another plugin's model is still training."""
+    registry_of(tabular(), TinyImage())
+    shutil.rmtree(home / "tab-small")  # no model yet for the tabular plugin
+    store = RunStore(home)
+    plan = {TAB: {"lane": 0, "order": 0}, "tiny_image": {"lane": 0, "order": 1}}
+    _sample_state(store, {TAB: "training", "tiny_image": "waiting"}, plan, {TAB: {"started": time.time()}})
+    at = open_page(app().run(), TAB)
+    no_exceptions(at)
+    banner = [str(p.proto.text) for p in at.get("progress")]
+    assert any(re.search(r"Sample model being trained, ready in ~\d+ s", b) for b in banner), banner
+    assert any("on its way" in str(i.value) for i in at.info)
+    assert prediction(at) is None
+    # The tabular sample model is done; the image one still waits.
+    shutil.copytree(trained_root / "tab-small", home / "sample-tabular_classification")
+    import apps.samples as samples
+
+    (home / "sample-tabular_classification" / "run.json").write_text(json.dumps(
+        {**json.loads((trained_root / "tab-small" / "run.json").read_text()), "name": "sample-tabular_classification"}))
+    _sample_state(store, {TAB: "completed", "tiny_image": "training"}, plan)
+    at.run()
+    no_exceptions(at)
+    assert prediction(at) is not None  # the example row, predicted by the sample model
+    assert any("sample model" in str(c.value) for c in at.caption)
+    at = open_page(at, "tiny_image")
+    banner = [str(p.proto.text) for p in at.get("progress")]
+    assert any("ready in ~" in b for b in banner), banner
+    assert samples.status(store)["alive"]
 
 
 # ---- uploaded zips ---------------------------------------------------------------------------------
@@ -582,7 +671,7 @@ def test_audio_views_draw_waveform_and_spectrogram():
         spec = np.random.default_rng(0).normal(size=(40, 98)).astype(np.float32)
         draw_audio_views({"waveform": wave, "sample_rate": 16000, "spectrogram": spec})
 
-    at = AppTest.from_function(page).run()
+    at = AppTest.from_function(page, default_timeout=60).run()
     no_exceptions(at)
     assert any("Waveform: 1.00 s at 16000 Hz" in str(c.value) for c in at.caption)
     captions = [img.caption for e in at.get("image") for img in e.proto.imgs]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -130,3 +131,91 @@ def test_full_disk_during_a_keras_save_keeps_the_last_good_model(tmp_path):
     assert result["raised"] == "DiskFullError", result
     assert "disk full while writing" in result["line"]
     assert [p.name for p in tmp_path.iterdir()] == ["model.keras"]
+
+
+# ---- end to end: a real training run meets a full disk, then the same command resumes it ------------------
+_FILL_DISK = """
+import os, resource, sys
+from pathlib import Path
+
+from suite import events
+
+FAIL_AT_EPOCH = int(os.environ["FILL_DISK_AT_EPOCH"])
+_emit = events.EventWriter.emit
+
+
+def emit(self, event, **fields):
+    record = _emit(self, event, **fields)
+    if event == "epoch_start" and fields.get("epoch") == FAIL_AT_EPOCH and self.path:
+        # The disk fills up now: no file may grow past the largest one written so far plus some room, so the
+        # small files (events, run.json) still fit and the next checkpoint save fails part way.
+        folder = Path(self.path).parent
+        biggest = max(p.stat().st_size for p in folder.rglob("*") if p.is_file() and not p.name.endswith(".h5"))
+        limit = biggest + (64 << 10)
+        Path(os.environ["FILL_DISK_LIMIT_FILE"]).write_text(str(limit))
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+    return record
+
+
+events.EventWriter.emit = emit
+from suite.cli import main
+
+main(sys.argv[1:])
+"""
+
+
+def test_full_disk_mid_training_stops_clearly_and_the_same_command_resumes(tmp_path):
+    """A real run (tiny sample config): the disk fills up at epoch 3, the backup save fails part way; the run
+    stops with one clear line, the epoch-2 backup still loads, and rerunning the same command resumes there."""
+    import h5py
+
+    home = tmp_path / "runs"
+    limit_file = tmp_path / "limit"
+    args = ["train", "tabular_classification", "--data", "sample", "--name", "full-disk", "--set", "epochs=5",
+            "--set", "hidden_units=256", "--strategy", "auto", "--precision", "float32"]
+    env = dict(os.environ, SUITE_HOME=str(home), SUITE_PLUGINS="tabular_classification",
+               FILL_DISK_AT_EPOCH="3", FILL_DISK_LIMIT_FILE=str(limit_file))
+    first = subprocess.run([sys.executable, "-c", _FILL_DISK, *args], capture_output=True, text=True, env=env,
+                           timeout=180)
+    run_dir = home / "full-disk"
+    info = json.loads((run_dir / "run.json").read_text())
+    # Stopped with ONE clear line (the CLI's `error: ...`), recorded in run.json too.
+    assert first.returncode != 0, first.stdout[-2000:]
+    lines = [ln for ln in first.stderr.strip().splitlines() if ln.startswith("error:")]
+    assert len(lines) == 1, first.stderr[-3000:]
+    assert re.fullmatch(r"error: disk full while writing \S+/backup/latest\.weights\.h5 \(File too large\); the "
+                        r"previous version is kept", lines[0]), lines[0]
+    assert "Traceback" not in first.stderr
+    assert info["status"] == "failed" and "disk full" in info["error"]
+    # The save really failed part way: the checkpoint is bigger than what the "disk" allowed.
+    limit = int(limit_file.read_text())
+    backup = run_dir / "backup" / "latest.weights.h5"
+    assert backup.stat().st_size > limit
+    # The last good state is whole: epoch 2's backup opens and holds weights, no temp file is left beside it.
+    assert json.loads((run_dir / "backup" / "training_metadata.json").read_text())["epoch"] == 2
+    with h5py.File(backup, "r") as fh:
+        assert len(fh.keys()) > 0
+    assert [p.name for p in (run_dir / "backup").iterdir() if ".tmp" in p.name] == []
+    ends = [e["epoch"] for e in _events(run_dir) if e["event"] == "epoch_end"]
+    assert ends == [1, 2]  # epoch 3 trained, but its backup save failed before it was reported done
+
+    # The same command, on a disk with room again: it resumes after epoch 2 and completes.
+    env.pop("FILL_DISK_AT_EPOCH")
+    again = subprocess.run([sys.executable, "-m", "suite.cli", *args], capture_output=True, text=True, env=env,
+                           timeout=180)
+    assert again.returncode == 0, again.stderr[-3000:]
+    events_ = _events(run_dir)
+    starts = [i for i, e in enumerate(events_) if e["event"] == "run_start"]
+    assert len(starts) == 2 and events_[starts[1]].get("resumed") is True
+    resumed_epochs = [e["epoch"] for e in events_[starts[1]:] if e["event"] == "epoch_end"]
+    assert resumed_epochs == [3, 4, 5], resumed_epochs  # from the last finished backup, nothing repeated before it
+    info = json.loads((run_dir / "run.json").read_text())
+    assert info["status"] == "completed" and info["epochs_done"] == 5
+    from suite.runstore import Run
+
+    model = Run(run_dir).load_model()  # keras.saving.load_model(..., safe_mode=True, compile=False)
+    assert model.count_params() > 256 * 256
+
+
+def _events(run_dir):
+    return [json.loads(ln) for ln in (run_dir / "events.jsonl").read_text().splitlines() if ln.strip()]

@@ -135,3 +135,35 @@ def test_cli_prints_and_stores_strategy(tmp_path, flag):
         assert info["global_batch"] == 2 * info["options"]["devices"] * 8 or info["global_batch"] == 32
     else:
         assert info["strategy"]["kind"] == "one_device" and info["replicas"] == 1
+
+
+def test_time_budget_stops_training_and_decays_the_learning_rate_over_it(tmp_path):
+    """A 4-second budget on a run capped at 200 epochs: it stops early, completed, with the rate at its floor."""
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPTS / "slow_train.py"), str(tmp_path), "epochs=200", "time_budget_minutes=0.0667",
+         "learning_rate=0.01", "lr_schedule=cosine"],
+        env=_env(SLOW_MS="20"), capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (run_dir,) = list(tmp_path.iterdir())
+    info = json.loads((run_dir / "run.json").read_text())
+    assert info["status"] == "completed" and 1 <= info["epochs_done"] < 200
+    events = read_events(run_dir / "events.jsonl")
+    assert any("time budget of" in e.get("text", "") for e in events)
+    epochs = [e for e in events if e["event"] == "epoch_end"]
+    rates = [e["learning_rate"] for e in epochs]
+    assert rates[-1] == pytest.approx(0.01 * 0.01, rel=1e-3)  # the floor (alpha = 1%) once the budget is spent
+    assert all(a >= b for a, b in zip(rates, rates[1:], strict=False))  # decays monotonically over the budget
+    assert 3.0 < sum(e["seconds"] for e in epochs) < 30.0
+
+
+def test_budgeted_schedule_follows_progress_not_steps():
+    from suite.schedules import BudgetedWarmupCosine
+
+    schedule = BudgetedWarmupCosine(1.0, warmup_steps=10, total_steps=1000, alpha=0.01)
+    assert float(schedule(4)) == pytest.approx(0.5)  # warm-up is counted in steps
+    assert float(schedule(500)) == pytest.approx(1.0)  # no progress reported yet: the peak
+    schedule.progress.assign(0.5)
+    assert float(schedule(500)) == pytest.approx(0.505)
+    schedule.progress.assign(1.0)
+    assert float(schedule(20)) == pytest.approx(0.01)
