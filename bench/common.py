@@ -60,6 +60,20 @@ def latency_stats(fn: Callable[[], Any], *, warmup: int = 10, repeats: int = 200
     return {"p50": times[len(times) // 2], "p95": times[int(len(times) * 0.95) - 1], "mean": statistics.fmean(times)}
 
 
+def interleaved_latency(paths: dict, rounds: int) -> dict[str, dict[str, float]]:
+    """p50/p95 per path as the median over rounds that alternate the paths.
+
+    Other jobs share this machine; alternating the paths in short rounds exposes them to the same load, so
+    their ratio is not decided by which one happened to run during a burst.
+    """
+    per: dict[str, list[dict]] = {k: [] for k in paths}
+    for _ in range(rounds):
+        for name, (fn, repeats) in paths.items():
+            per[name].append(latency_stats(fn, warmup=2, repeats=repeats))
+    return {name: {key: statistics.median(r[key] for r in rows) for key in ("p50", "p95", "mean")}
+            for name, rows in per.items()}
+
+
 def peak_rss_mb() -> float:
     """Peak resident memory of this process so far, in MB."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0

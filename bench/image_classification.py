@@ -19,7 +19,7 @@ import numpy as np
 from bench.common import (
     DOCS,
     batched_accuracy,
-    latency_stats,
+    interleaved_latency,
     machine,
     md_table,
     peak_rss_mb,
@@ -41,22 +41,6 @@ def _suite_run(npz: Path, quick: bool, home: Path) -> dict:
     task = get("image_classification")
     overrides = {"epochs": 1, "max_train_examples": 6000} if quick else {}
     return train_with_snapshots(task, str(npz), overrides, name="mnist-default", home=home)
-
-
-def _interleaved_latency(paths: dict, rounds: int) -> dict[str, dict[str, float]]:
-    """p50/p95 per path as the median over rounds that alternate the paths.
-
-    Other jobs share this machine; alternating the paths in short rounds exposes them to the same load, so
-    their ratio is not decided by which one happened to run during a burst.
-    """
-    import statistics
-
-    per: dict[str, list[dict]] = {k: [] for k in paths}
-    for _ in range(rounds):
-        for name, (fn, repeats) in paths.items():
-            per[name].append(latency_stats(fn, warmup=2, repeats=repeats))
-    return {name: {key: statistics.median(r[key] for r in rows) for key in ("p50", "p95", "mean")}
-            for name, rows in per.items()}
 
 
 def _png(arr: np.ndarray) -> bytes:
@@ -114,7 +98,7 @@ def run(quick: bool) -> str:
             "predictor.forward (raw compiled forward)": (lambda: predictor.forward(one), 20),
             "model.predict": (lambda: predictor.model.predict(one, verbose=0), 4),
         }
-        lat = _interleaved_latency(paths, rounds=5 if quick else 10)
+        lat = interleaved_latency(paths, rounds=5 if quick else 10)
         batch = x_test4[:256]
         t = time.perf_counter()
         for _ in range(5):
@@ -122,7 +106,7 @@ def run(quick: bool) -> str:
         batch_tput = 5 * len(batch) / (time.perf_counter() - t)
         base_forward = make_forward(base_model)
         base_one = mnist_convnet.prepare(x_test[:1], y_test[:1])[0]
-        lat_base = _interleaved_latency({"base": (lambda: base_forward(base_one), 20)}, rounds=5 if quick else 10)["base"]
+        lat_base = interleaved_latency({"base": (lambda: base_forward(base_one), 20)}, rounds=5 if quick else 10)["base"]
     finally:
         shutil.rmtree(home, ignore_errors=True)
 

@@ -18,7 +18,7 @@ import numpy as np
 from bench.common import (
     DOCS,
     batched_accuracy,
-    latency_stats,
+    interleaved_latency,
     machine,
     md_table,
     peak_rss_mb,
@@ -88,13 +88,13 @@ def run(quick: bool) -> str:
         predictor = Predictor(run_)
         one = predictor.task.stack_inputs([predictor.decode(SENTENCE)])
         repeats = 50 if quick else 200
-        lat = {
-            "predictor.predict (clean text + forward + postprocess)": latency_stats(
-                lambda: predictor.predict([SENTENCE]), repeats=repeats),
-            "predictor.forward (raw compiled forward)": latency_stats(lambda: predictor.forward(one), repeats=repeats),
-            "model.predict": latency_stats(lambda: predictor.model.predict(one, verbose=0),
-                                           repeats=max(20, repeats // 4)),
-        }
+        rounds = 5 if quick else 10  # alternate the paths so that they see the same load
+        lat = interleaved_latency({
+            "predictor.predict (clean text + forward + postprocess)": (
+                lambda: predictor.predict([SENTENCE]), repeats // rounds),
+            "predictor.forward (raw compiled forward)": (lambda: predictor.forward(one), repeats // rounds),
+            "model.predict": (lambda: predictor.model.predict(one, verbose=0), max(4, repeats // rounds // 4)),
+        }, rounds)
         batch = test_texts[:256]
         t = time.perf_counter()
         for _ in range(5):

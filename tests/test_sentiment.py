@@ -7,11 +7,12 @@ import time
 import numpy as np
 import pytest
 
+from plugins.sentiment.task import SentimentTask
 from suite.data import parse_source
 from suite.errors import ConfigError, DataSourceError, InputError, SuiteError
 from suite.testing import PluginTestSuite
 
-SAMPLE = {"epochs": 10, "batch_size": 32, "learning_rate": 1e-2, "input_dropout": 0.2, "max_tokens": 5000}
+SAMPLE = SentimentTask.sample_overrides  # what the app's built-in sample model trains with
 
 
 @pytest.fixture(scope="module")
@@ -220,6 +221,53 @@ def test_linear_model_is_regularised_and_reloads_safely(task, tmp_path):
     net.save(tmp_path / "m.keras")
     again = keras.saving.load_model(tmp_path / "m.keras", safe_mode=True)
     np.testing.assert_allclose(np.asarray(again(texts)), out, rtol=1e-5)
+
+
+def test_ensemble_serves_the_mean_and_reloads_safely(task, tmp_path):
+    import keras
+
+    cfg = task.make_config({"model": "ensemble", "ensemble_members": "tfidf_linear,cnn,bilstm", "max_tokens": 500,
+                            "sequence_length": 16, "embedding_dim": 16, "hidden_units": 8})
+    net = task.build_model(cfg, task.load_data(parse_source("sample"), cfg))
+    vectorizers = [la for la in net.layers if isinstance(la, keras.layers.TextVectorization)]
+    assert sorted(la._output_mode for la in vectorizers) == ["int", "tf_idf"]  # one per kind, shared
+    texts = np.array(["a truly superb film", "not good"], dtype=object)
+    out = np.asarray(net(texts))
+    names = [f"{m}_probabilities" for m in cfg.ensemble_members]
+    members = keras.Model(net.input, [net.get_layer(n).output for n in names])(texts)
+    np.testing.assert_allclose(out, np.mean([np.asarray(p) for p in members], axis=0), rtol=1e-5, atol=1e-6)
+    net.save(tmp_path / "m.keras")
+    again = keras.saving.load_model(tmp_path / "m.keras", safe_mode=True)
+    np.testing.assert_allclose(np.asarray(again(texts)), out, rtol=1e-5)
+    with pytest.raises(ConfigError, match="ensemble_members"):
+        task.make_config({"model": "ensemble", "ensemble_members": "bilstm"})
+
+
+def test_ensemble_members_get_the_gradient_of_their_own_loss():
+    """Through EnsembleMean, each member's gradient equals that of its own cross-entropy (label smoothing too)."""
+    import keras
+    import tensorflow as tf
+
+    from plugins.sentiment.layers import EnsembleMean, ProbabilityCrossentropy
+
+    rng = np.random.default_rng(0)
+    logits = [tf.Variable(rng.normal(size=(4, 3)).astype("float32")) for _ in range(2)]
+    y = tf.constant([0, 2, 1, 2])
+    loss = ProbabilityCrossentropy(label_smoothing=0.1)
+    keras_loss = keras.losses.CategoricalCrossentropy(label_smoothing=0.1)
+    onehot = tf.one_hot(y, 3)
+    with tf.GradientTape(persistent=True) as tape:
+        probs = [tf.nn.softmax(v) for v in logits]
+        joint = loss(onehot, EnsembleMean()(probs))
+        alone = [loss(onehot, p) for p in probs]
+        plain = loss(onehot, (probs[0] + probs[1]) / 2)
+    for v, own in zip(logits, alone, strict=True):
+        np.testing.assert_allclose(tape.gradient(joint, v), tape.gradient(own, v), rtol=1e-4, atol=1e-6)
+        # a plain mean would hand each member the ensemble's error instead
+        assert not np.allclose(tape.gradient(plain, v), tape.gradient(own, v), atol=1e-3)
+    # same value as Keras's cross-entropy on probabilities that sum to one
+    assert float(joint) == pytest.approx(float(keras_loss(onehot, (probs[0] + probs[1]) / 2)), rel=1e-5)
+
 
 def test_decode_input_cleans_and_bounds(task):
     meta = {"class_names": ["negative", "positive"], "max_chars": 1000}

@@ -74,3 +74,61 @@ def fast_adapt(layer, texts, *, ngrams: int = 1) -> int:
     else:
         layer.set_vocabulary(vocab)
     return len(vocab)
+
+
+@tf.custom_gradient
+def _independent_mean(members):
+    """Mean over axis 0 whose gradient gives each member what its own cross-entropy would give it."""
+    mean = tf.reduce_mean(members, axis=0)
+
+    def grad(upstream):
+        # A cross-entropy's gradient with respect to probabilities p is -y / p. Scaling the mean's gradient by
+        # mean / member turns -y / mean into -y / member: each member learns as if trained alone.
+        return upstream[None] * mean[None] / tf.maximum(members, 1e-7)
+
+    return mean, grad
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class EnsembleMean(keras.layers.Layer):
+    """Serve the mean of several members' class probabilities; train each member on its own cross-entropy.
+
+    Trained through the mean's loss, members would co-adapt like one bigger model and lose the diversity that
+    makes averaging pay off; with this gradient and ``ProbabilityCrossentropy``, one ``fit`` trains them exactly
+    as separate runs on the same batches would, and the model serves the average.
+    """
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("dtype", "float32")  # probabilities stay float32 under mixed precision
+        super().__init__(**kwargs)
+
+    def call(self, inputs):
+        return _independent_mean(tf.stack([tf.cast(p, tf.float32) for p in inputs], axis=0))
+
+    def compute_output_shape(self, input_shape):
+        return input_shape[0]
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class ProbabilityCrossentropy(keras.losses.Loss):
+    """Cross-entropy of probabilities taken as they are, ``-sum(y log p)``, with label smoothing.
+
+    Keras's own renormalises ``p`` by its sum first; for probabilities that already sum to one the value is the
+    same, but the renormalisation's gradient would hand every ``EnsembleMean`` member the ensemble's error
+    instead of its own.
+    """
+
+    def __init__(self, label_smoothing=0.0, name="probability_crossentropy", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.label_smoothing = float(label_smoothing)
+
+    def call(self, y_true, y_pred):
+        y_pred = tf.cast(y_pred, tf.float32)
+        y_true = tf.cast(y_true, tf.float32)
+        if self.label_smoothing:
+            y_true = y_true * (1.0 - self.label_smoothing) + self.label_smoothing / tf.cast(tf.shape(y_true)[-1],
+                                                                                            tf.float32)
+        return -tf.reduce_sum(y_true * tf.math.log(tf.clip_by_value(y_pred, 1e-7, 1.0)), axis=-1)
+
+    def get_config(self):
+        return {**super().get_config(), "label_smoothing": self.label_smoothing}
