@@ -206,7 +206,11 @@ def _read_cli_input(task, item: str):
         data = sys.stdin.buffer.read()
         return data.decode("utf-8", errors="replace") if task.input_kind in ("text", "table") else data
     path = Path(item)
-    if path.is_file():
+    try:
+        is_file = path.is_file()
+    except OSError:  # a long sentence given as literal text is too long to be a file name
+        is_file = False
+    if is_file:
         data = read_input_file(path)
         return data.decode("utf-8", errors="replace") if task.input_kind == "text" else data
     if task.input_kind in ("text", "table"):

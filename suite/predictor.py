@@ -20,6 +20,7 @@ def make_forward(model):
     def forward(x):
         return model(x, training=False)
 
+    forward.model = model  # lets a task's predict_batch reach model helpers (e.g. a preset's tokenizer)
     return forward
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import warnings
 
 import numpy as np
 import pytest
@@ -28,7 +29,11 @@ def sample_run(mt_task, tmp_path_factory):
 
     store = RunStore(tmp_path_factory.mktemp("translation-runs"))
     overrides = {**mt_task.sample_overrides, **OVERRIDES}
-    return train(mt_task, "sample", overrides, options=TrainOptions(tensorboard=False), store=store)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        run = train(mt_task, "sample", overrides, options=TrainOptions(tensorboard=False), store=store)
+    run.warnings = [str(w.message) for w in caught]
+    return run
 
 
 @pytest.fixture(scope="module")
@@ -146,6 +151,23 @@ def test_training_batches_are_bucketed_and_shifted(mt_task):
     assert sum(len(x["encoder_inputs"]) for x, _ in batches) == bundle.counts["train"]
 
 
+def test_validation_batches_have_a_known_count(mt_task):
+    """Keras reads a validation set of unknown length until it runs out, and warns "Your input ran out of data"."""
+    from suite.data import parse_source
+
+    config = mt_task.make_config({**mt_task.sample_overrides, "batch_size": 16})
+    bundle = mt_task.load_data(parse_source("sample"), config)
+    val = mt_task.batch(bundle.val, 16, training=False, config=config, meta=bundle.meta)
+    n = bundle.counts["val"]
+    assert int(val.cardinality()) == -(-n // 16)
+    batches = list(val)
+    assert sum(len(y) for _, y in batches) == n and len(batches) == -(-n // 16)
+
+
+def test_training_does_not_run_out_of_validation_data(sample_run):
+    assert not [w for w in sample_run.warnings if "ran out of data" in w], sample_run.warnings
+
+
 def test_sample_numbers_follow_spanish_rules():
     from plugins.translation.numbers import english, sample_pairs, spanish
 
@@ -203,6 +225,26 @@ def test_unseen_characters_and_one_megabyte(pred):
     assert big["truncated"] is True
     with pytest.raises(InputError, match="empty"):
         pred.predict([""])
+
+
+def test_suite_predict_in_a_fresh_process_on_a_megabyte_and_a_long_sentence(sample_run, tmp_path):
+    """The CLI reloads model.keras in a new interpreter (the plugin registers its classes on load) and answers a
+    1 MB file and an over-long literal sentence (too long to be a file name) with one truncated translation each."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    big = tmp_path / "big.txt"
+    big.write_text("seven hundred " * 80_000, encoding="utf-8")  # ~1.1 MB
+    long_text = "one two three " * 40
+    proc = subprocess.run(
+        [sys.executable, "-m", "suite.cli", "predict", "--json", str(sample_run.path), "forty-two", str(big),
+         long_text], capture_output=True, text=True, timeout=300, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+    assert proc.returncode == 0, proc.stderr[-1500:]
+    short, from_file, long = json.loads(proc.stdout)
+    assert isinstance(short["translation"], str) and short["truncated"] is False
+    assert from_file["truncated"] is True and long["truncated"] is True and "only its start" in long["note"]
 
 
 def test_explanation_is_a_target_by_source_attention_map(pred):

@@ -12,7 +12,6 @@ One registered ``keras.Model`` subclass does three things, so a single ``model.k
 from __future__ import annotations
 
 import keras
-import keras_hub
 import numpy as np
 import tensorflow as tf
 from keras import ops
@@ -25,6 +24,8 @@ _NEG = -1e9
 
 def learn_vocabulary(texts, size: int, *, lowercase: bool = False) -> list[str]:
     """A WordPiece vocabulary learned from ``texts`` (a list or a tf.data dataset of strings), reserved first."""
+    import keras_hub
+
     if not isinstance(texts, tf.data.Dataset):  # a plain list would be read as file names
         texts = tf.data.Dataset.from_tensor_slices(tf.constant(list(texts), tf.string))
     if texts.element_spec.shape.rank == 0:
@@ -73,6 +74,8 @@ class TranslationTransformer(keras.Model):
                  target_sequence_length: int = 40, encoder_layers: int = 2, decoder_layers: int = 2,
                  embed_dim: int = 256, num_heads: int = 8, intermediate_dim: int = 1024, dropout: float = 0.1,
                  beam_size: int = 1, max_decode_length: int = 40, lowercase: bool = False, **kwargs):
+        import keras_hub  # here, not at the top: registering the plugin's classes stays a light import
+
         super().__init__(**kwargs)
         if embed_dim % num_heads:
             raise ValueError(f"embed_dim ({embed_dim}) must be divisible by num_heads ({num_heads})")
@@ -192,6 +195,8 @@ class TranslationTransformer(keras.Model):
     def generate(self, src_ids, *, beam_size: int = 1, max_length: int | None = None, cached: bool = True,
                  return_scores: bool = False):
         """Batched decoding with KerasHub samplers. Returns ids [B, T] (START first), or (ids, log-probs)."""
+        import keras_hub
+
         src_ids = tf.convert_to_tensor(src_ids, tf.int32)
         enc, enc_mask = self.encode(src_ids, training=False)
         batch = tf.shape(src_ids)[0]
@@ -281,36 +286,42 @@ class TranslationTransformer(keras.Model):
 
 @keras.saving.register_keras_serializable(package="suite_translation")
 class MaskedSparseCrossEntropy(keras.losses.Loss):
-    """Token cross-entropy from logits with label smoothing, averaged over non-padding targets only."""
+    """Token cross-entropy from logits with label smoothing, averaged over non-padding targets only.
 
-    def __init__(self, label_smoothing: float = 0.0, name: str = "masked_cross_entropy", **kwargs):
+    ``pad_id`` is the padding id of the targets' vocabulary (0 here; 1 for a BART preset's tokenizer).
+    """
+
+    def __init__(self, label_smoothing: float = 0.0, name: str = "masked_cross_entropy", pad_id: int = PAD_ID,
+                 **kwargs):
         super().__init__(name=name, **kwargs)
         self.label_smoothing = float(label_smoothing)
+        self.pad_id = int(pad_id)
 
     def call(self, y_true, y_pred):
         y_true = ops.cast(y_true, "int32")
         logp = ops.log_softmax(ops.cast(y_pred, "float32"), axis=-1)
         nll = -ops.squeeze(ops.take_along_axis(logp, y_true[..., None], axis=-1), -1)
         loss = (1.0 - self.label_smoothing) * nll - self.label_smoothing * ops.mean(logp, axis=-1)
-        mask = ops.cast(ops.not_equal(y_true, PAD_ID), "float32")
+        mask = ops.cast(ops.not_equal(y_true, self.pad_id), "float32")
         return ops.sum(loss * mask) / ops.maximum(ops.sum(mask), 1.0)
 
     def get_config(self):
-        return {**super().get_config(), "label_smoothing": self.label_smoothing}
+        return {**super().get_config(), "label_smoothing": self.label_smoothing, "pad_id": self.pad_id}
 
 
 @keras.saving.register_keras_serializable(package="suite_translation")
 class MaskedTokenAccuracy(keras.metrics.Metric):
     """Next-token accuracy over non-padding targets."""
 
-    def __init__(self, name: str = "accuracy", **kwargs):
+    def __init__(self, name: str = "accuracy", pad_id: int = PAD_ID, **kwargs):
         super().__init__(name=name, **kwargs)
+        self.pad_id = int(pad_id)
         self.correct = self.add_variable(shape=(), initializer="zeros", name="correct")
         self.total = self.add_variable(shape=(), initializer="zeros", name="total")
 
     def update_state(self, y_true, y_pred, sample_weight=None):
         y_true = ops.cast(y_true, "int32")
-        mask = ops.cast(ops.not_equal(y_true, PAD_ID), "float32")
+        mask = ops.cast(ops.not_equal(y_true, self.pad_id), "float32")
         hit = ops.cast(ops.equal(ops.cast(ops.argmax(y_pred, axis=-1), "int32"), y_true), "float32")
         self.correct.assign_add(ops.sum(hit * mask))
         self.total.assign_add(ops.sum(mask))
@@ -321,6 +332,9 @@ class MaskedTokenAccuracy(keras.metrics.Metric):
     def reset_state(self):
         self.correct.assign(0.0)
         self.total.assign(0.0)
+
+    def get_config(self):
+        return {**super().get_config(), "pad_id": self.pad_id}
 
 
 def cross_attention_map(model: TranslationTransformer, text: str):

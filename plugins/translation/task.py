@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import os
 import time
 from pathlib import Path
 from typing import Any, Literal
@@ -12,11 +11,10 @@ import numpy as np
 
 from suite.config import TaskConfig
 from suite.data import DataBundle, DataSource, split_indices, tfds_load
-from suite.errors import ConfigError, DataSourceError, InputError, SuiteError
+from suite.errors import ConfigError, DataSourceError, InputError
 from suite.task import Example, Explanation, Task
 
 MAX_CHARS_PER_TOKEN = 50  # text beyond sequence_length * this is cut before tokenizing (bounded time on 1 MB)
-PRESETS_HINT = "bart_base_en, t5_small_multi"
 
 
 @dataclasses.dataclass
@@ -48,7 +46,11 @@ class TranslationConfig(TaskConfig):
     eval_limit: int = 2000  # evaluate scores only the first N test pairs (0 = all)
     val_limit: int = 2000  # val_loss on only the first N validation pairs each epoch (0 = all)
     split_seed: int = 0
-    pretrained: str = ""  # a KerasHub seq2seq preset (e.g. bart_base_en); needs the network
+    # A KerasHub seq2seq preset to fine-tune instead of the built-in Transformer: a name (bart_base_en,
+    # t5_small_multi; downloaded, needs the network) or a local preset folder. Its own tokenizer replaces the
+    # learned WordPiece; the layer/width/vocabulary fields are then unused. Fine-tuning wants a small
+    # learning_rate (about 5e-5).
+    pretrained: str = ""
 
     ui_fields = ("epochs", "batch_size", "learning_rate", "source_lang", "target_lang", "encoder_layers",
                  "decoder_layers", "embed_dim", "beam_size")
@@ -139,6 +141,7 @@ class Translation(Task):
 
     def __init__(self):
         self._tokenizer_cache: dict = {}
+        self._preprocessors: dict = {}  # pretrained preset -> its KerasHub preprocessor
 
     # ---- data ----------------------------------------------------------------------------------------
     def load_data(self, source: DataSource, config: TranslationConfig) -> DataBundle:
@@ -188,7 +191,7 @@ class Translation(Task):
         if swap:
             train, val, test = (d.map(lambda a, b: (b, a)) if d is not None else None for d in (train, val, test))
         sources, targets = [], []
-        for s, t in train.take(config.vocab_sample).as_numpy_iterator():
+        for s, t in train.take(0 if config.pretrained else config.vocab_sample).as_numpy_iterator():
             sources.append(s.decode("utf-8"))
             targets.append(t.decode("utf-8"))
         test_pairs = [(s.decode(), t.decode()) for s, t in test.take(5).as_numpy_iterator()] if test else []
@@ -206,6 +209,17 @@ class Translation(Task):
     def _make_meta(self, config, sources, targets, test_pairs) -> dict[str, Any]:
         from plugins.translation.model import learn_vocabulary
 
+        if config.pretrained:  # the preset brings its tokenizer: nothing to learn
+            pre = self._preprocessor(config.pretrained)
+            return {
+                "source_lang": config.source_lang,
+                "target_lang": config.target_lang,
+                "pretrained": config.pretrained,
+                "pad_id": int(pre.tokenizer.pad_token_id),
+                "source_sequence_length": config.source_sequence_length,
+                "examples": [p[0] for p in test_pairs[:5]],
+                "example_references": [p[1] for p in test_pairs[:5]],
+            }
         n = config.vocab_sample
         return {
             "source_lang": config.source_lang,
@@ -217,6 +231,13 @@ class Translation(Task):
             "examples": [p[0] for p in test_pairs[:5]],
             "example_references": [p[1] for p in test_pairs[:5]],
         }
+
+    def _preprocessor(self, preset: str):
+        from plugins.translation.pretrained import load_preprocessor
+
+        if preset not in self._preprocessors:
+            self._preprocessors[preset] = load_preprocessor(preset)
+        return self._preprocessors[preset]
 
     def _tokenizers(self, meta):
         from plugins.translation.model import WordPiece
@@ -230,11 +251,21 @@ class Translation(Task):
         return self._tokenizer_cache[key]
 
     def batch(self, ds, batch_size: int, *, training: bool, config: TranslationConfig, meta: dict):
-        """Tokenize, then batch by length buckets so short pairs are not padded to the longest."""
+        """Tokenize, then batch: training by length buckets so short pairs are not padded to the longest.
+
+        Validation/evaluation batches keep the split's order and count (each padded to its own longest row):
+        bucketing after ``unbatch`` makes the number of batches unknown, and Keras then reads the validation
+        split until it runs out, warning "Your input ran out of data" on the first epoch.
+        """
         import tensorflow as tf
 
         from plugins.translation.model import END_ID, START_ID
 
+        if meta.get("pretrained"):
+            from plugins.translation.pretrained import batch_pairs
+
+            return batch_pairs(ds, self._preprocessor(meta["pretrained"]), batch_size,
+                               config.source_sequence_length, config.target_sequence_length, training=training)
         src_tok, tgt_tok = self._tokenizers(meta)
         s_len, t_len = config.source_sequence_length, config.target_sequence_length
 
@@ -251,6 +282,12 @@ class Translation(Task):
         def trim(s, s_n, d, y, d_n):
             return s[:s_n], d[:d_n], y[:d_n]
 
+        if not training:
+            def padded(src, tgt):
+                s, _, d, y, _ = tokenize(src, tgt)
+                return {"encoder_inputs": s, "decoder_inputs": d}, y
+
+            return ds.batch(batch_size).map(padded, num_parallel_calls=tf.data.AUTOTUNE)
         ds = ds.batch(512).map(tokenize, num_parallel_calls=tf.data.AUTOTUNE).unbatch()
         ds = ds.map(trim, num_parallel_calls=tf.data.AUTOTUNE)
         boundaries = [b + 1 for b in config.bucket_boundaries]  # the bucket rule is length < boundary
@@ -266,9 +303,9 @@ class Translation(Task):
         from plugins.translation.model import TranslationTransformer
 
         if config.pretrained:
-            load_pretrained(config.pretrained)  # offline: one clear line
-            raise SuiteError(f"fine-tuning the pretrained preset {config.pretrained!r} is not supported yet; "
-                             "leave `pretrained` empty to train the built-in Transformer")
+            from plugins.translation.pretrained import build_translator
+
+            return build_translator(config.pretrained, config)  # offline and not a local folder: one line
         meta = data.meta
         return TranslationTransformer(
             meta["source_vocab"], meta["target_vocab"], source_sequence_length=config.source_sequence_length,
@@ -280,12 +317,12 @@ class Translation(Task):
     def loss(self, config, meta):
         from plugins.translation.model import MaskedSparseCrossEntropy
 
-        return MaskedSparseCrossEntropy(label_smoothing=config.label_smoothing)
+        return MaskedSparseCrossEntropy(label_smoothing=config.label_smoothing, pad_id=int(meta.get("pad_id", 0)))
 
     def metrics(self, config, meta):
         from plugins.translation.model import MaskedTokenAccuracy
 
-        return [MaskedTokenAccuracy(name="accuracy")]
+        return [MaskedTokenAccuracy(name="accuracy", pad_id=int(meta.get("pad_id", 0)))]
 
     # ---- prediction ----------------------------------------------------------------------------------
     def decode_input(self, raw, meta):
@@ -309,11 +346,19 @@ class Translation(Task):
         import tensorflow as tf
 
         texts = [str(x) for x in np.asarray(batch, dtype=object).reshape(-1)]
-        out = forward(tf.constant(texts, tf.string))
-        translations = [t.decode("utf-8") for t in np.asarray(out).reshape(-1)]
-        src_tok, _ = self._tokenizers(meta)
         limit = int(meta.get("source_sequence_length", 40))
-        lengths = src_tok.tokenize(tf.constant(texts, tf.string)).row_lengths().numpy()
+        model = getattr(forward, "model", None)  # the predictor attaches its model to the compiled call
+        if meta.get("pretrained") and hasattr(model, "translate_with_counts"):
+            out, lengths = model.translate_with_counts(tf.constant(texts, tf.string))  # the preset's tokenizer
+            lengths = lengths.numpy()
+        elif meta.get("pretrained"):  # a bare compiled call: translations, and truncation judged by length only
+            out = forward(tf.constant(texts, tf.string))
+            lengths = np.zeros(len(texts), np.int64)
+        else:
+            out = forward(tf.constant(texts, tf.string))
+            src_tok, _ = self._tokenizers(meta)
+            lengths = src_tok.tokenize(tf.constant(texts, tf.string)).row_lengths().numpy()
+        translations = [t.decode("utf-8") for t in np.asarray(out).reshape(-1)]
         cap = limit * MAX_CHARS_PER_TOKEN
         return [{"translation": tr, "truncated": bool(n > limit or len(src) >= cap), "source_tokens": int(n)}
                 for tr, n, src in zip(translations, lengths, texts, strict=True)]
@@ -330,6 +375,9 @@ class Translation(Task):
 
     def explain(self, model, x, meta):
         from plugins.translation.model import cross_attention_map
+
+        if meta.get("pretrained"):
+            return None  # the map reads the built-in Transformer's decoder; presets have no explanation view
 
         source, target, weights = cross_attention_map(model, str(np.asarray(x, dtype=object).reshape(-1)[0]))
         return Explanation(kind="attention", data={"source": source, "target": target, "weights": weights},
@@ -386,17 +434,7 @@ def evaluate_translations(model, ds, *, limit: int = 0, batch_size: int = 64, sh
 
 
 def load_pretrained(preset: str):
-    """A KerasHub seq2seq preset (BART, T5); offline -> one SuiteError line instead of a download traceback."""
-    from suite.data import _online
+    """A KerasHub seq2seq preset (BART, T5) with its preprocessor; offline -> one SuiteError line."""
+    from plugins.translation.pretrained import load_seq2seq
 
-    if os.environ.get("SUITE_OFFLINE") == "1" or not (_online("www.kaggle.com") or _online("huggingface.co")):
-        raise SuiteError(
-            f"pretrained preset {preset!r} must be downloaded from Kaggle/Hugging Face and there is no network; "
-            "leave `pretrained` empty to train from scratch")
-    import keras_hub
-
-    try:
-        return keras_hub.models.Seq2SeqLM.from_preset(preset)
-    except Exception as err:
-        raise SuiteError(f"could not load preset {preset!r} (try {PRESETS_HINT}): "
-                         f"{str(err).splitlines()[0] if str(err) else type(err).__name__}") from None
+    return load_seq2seq(preset)
