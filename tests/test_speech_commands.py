@@ -266,16 +266,88 @@ def test_mfcc_model_builds_reloads_and_augmentation_is_training_only(task, tmp_p
     np.testing.assert_allclose(again(x), model(x), rtol=1e-5, atol=1e-6)
 
 
-def test_log_mel_matches_tf_signal(task):
+def _stft_log_mel(wave, fft_length, fmax, frame=400, step=160):
     import tensorflow as tf
 
+    bins = fft_length // 2 + 1
+    power = tf.abs(tf.signal.stft(wave, frame, step, fft_length=fft_length)) ** 2
+    return np.log(np.asarray(power @ tf.signal.linear_to_mel_weight_matrix(40, bins, RATE, 20.0, fmax)) + 1e-6)
+
+
+def test_log_mel_matches_tf_signal(task):
     from plugins.speech_commands.layers import LogMelSpectrogram
 
     wave = np.random.default_rng(1).uniform(-0.5, 0.5, (1, CLIP)).astype(np.float32)
-    ours = np.asarray(LogMelSpectrogram()(wave))
-    power = tf.abs(tf.signal.stft(wave, 400, 160, fft_length=400)) ** 2
-    ref = np.log(np.asarray(power @ tf.signal.linear_to_mel_weight_matrix(40, 201, RATE, 20.0, 7600.0)) + 1e-6)
-    np.testing.assert_allclose(ours, ref, atol=2e-3)
+    layer = LogMelSpectrogram()
+    assert (layer.stft, layer.fft_length) == ("rfft", 512)  # the next power of two above the 400-sample frame
+    np.testing.assert_allclose(np.asarray(layer(wave)), _stft_log_mel(wave, 512, 7600.0), atol=2e-3)
+    dft = LogMelSpectrogram(stft="dft")  # the earlier front end: fft_length = frame_length
+    np.testing.assert_allclose(np.asarray(dft(wave)), _stft_log_mel(wave, 400, 7600.0), atol=2e-3)
+    with pytest.raises(ValueError, match="power of two"):
+        LogMelSpectrogram(fft_length=300)
+
+
+def test_model_saved_before_the_stft_key_reloads_with_its_dft_front_end(tmp_path):
+    """A .keras file whose LogMelSpectrogram config has no ``stft``/``fft_length`` keys (older runs)."""
+    import json
+    import zipfile
+
+    import keras
+
+    from plugins.speech_commands.layers import LogMelSpectrogram
+
+    inp = keras.Input((CLIP,))
+    model = keras.Model(inp, LogMelSpectrogram(stft="dft", fmax=4000.0, name="log_mel")(inp))
+    model.save(tmp_path / "new.keras")
+    with zipfile.ZipFile(tmp_path / "new.keras") as src, zipfile.ZipFile(tmp_path / "old.keras", "w") as dst:
+        for item in src.infolist():
+            data = src.read(item)
+            if item.filename == "config.json":
+                text = data.decode()
+                assert '"stft": "dft"' in text
+                cfg = json.loads(text)
+                for layer in cfg["config"]["layers"]:
+                    for key in ("stft", "fft_length"):
+                        layer["config"].pop(key, None)
+                data = json.dumps(cfg).encode()
+            dst.writestr(item, data)
+    old = keras.saving.load_model(tmp_path / "old.keras", safe_mode=True, compile=False)
+    assert old.get_layer("log_mel").stft == "dft" and old.get_layer("log_mel").fft_length == 400
+    wave = np.random.default_rng(4).uniform(-0.5, 0.5, (2, CLIP)).astype(np.float32)
+    np.testing.assert_allclose(old(wave), model(wave), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(old(wave), _stft_log_mel(wave, 400, 4000.0), atol=2e-3)
+
+
+def test_rfft_front_end_stores_no_kernel_and_converts_to_builtin_tflite(tmp_path):
+    """No stored DFT kernel: the front end's TFLite is builtins only (RFFT2D), and dynamic-range quantization
+    leaves it exactly as in float (there is no weight matrix in it to quantize)."""
+    import keras
+    import tensorflow as tf
+    from ai_edge_litert.interpreter import Interpreter
+
+    from plugins.speech_commands.layers import LogMelSpectrogram
+
+    layer = LogMelSpectrogram(fmax=4000.0)
+    stored = layer._window.size + layer._band_index.size + layer._band_weight.size
+    assert layer._kernel is None and stored < 1600  # vs 400 x 2 x 101 = 80,800 floats for the DFT kernel
+    inp = keras.Input((CLIP,), name="waveform")
+    model = keras.Model(inp, layer(inp))
+    fn = tf.function(lambda x: model(x), input_signature=[tf.TensorSpec([None, CLIP], tf.float32)])
+    wave = np.random.default_rng(5).uniform(-0.5, 0.5, (1, CLIP)).astype(np.float32)
+    outputs = {}
+    for mode in ("none", "dynamic"):
+        conv = tf.lite.TFLiteConverter.from_concrete_functions([fn.get_concrete_function()], model)
+        conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]  # fails on any Flex op
+        if mode == "dynamic":
+            conv.optimizations = [tf.lite.Optimize.DEFAULT]
+        content = conv.convert()
+        assert len(content) < 20_000, len(content)
+        interp = Interpreter(model_content=content)
+        assert "RFFT2D" in {op["op_name"] for op in interp._get_ops_details()}
+        run = interp.get_signature_runner()
+        outputs[mode] = next(iter(run(x=wave).values()))
+    np.testing.assert_allclose(outputs["none"], np.asarray(model(wave)), atol=1e-3)
+    np.testing.assert_allclose(outputs["dynamic"], outputs["none"], atol=1e-5)
 
 
 def test_espeak_synthesises_offline_and_the_sample_is_reproducible(tmp_path):
@@ -292,17 +364,38 @@ def test_espeak_synthesises_offline_and_the_sample_is_reproducible(tmp_path):
         assert (tmp_path / "a" / rel).read_bytes() == (tmp_path / "b" / rel).read_bytes(), rel
 
 
-def test_log_mel_at_telephone_band_stores_only_bins_below_fmax(task):
-    import tensorflow as tf
-
+def test_log_mel_at_telephone_band_keeps_only_bins_below_fmax(task):
     from plugins.speech_commands.layers import LogMelSpectrogram
 
     layer = LogMelSpectrogram(fmax=4000.0)
-    assert layer.n_bins < 201 // 2 + 3  # the upper half of the spectrum is not stored in the kernel
+    assert layer.n_bins < 257 // 2 + 3  # the upper half of the spectrum is dropped before the mel band
+    assert int(layer._band_index.max()) < layer.n_bins and layer._band_index.shape[0] == 40
     wave = np.random.default_rng(2).uniform(-0.5, 0.5, (1, CLIP)).astype(np.float32)
-    power = tf.abs(tf.signal.stft(wave, 400, 160, fft_length=400)) ** 2
-    ref = np.log(np.asarray(power @ tf.signal.linear_to_mel_weight_matrix(40, 201, RATE, 20.0, 4000.0)) + 1e-6)
-    np.testing.assert_allclose(np.asarray(layer(wave)), ref, atol=2e-3)
+    np.testing.assert_allclose(np.asarray(layer(wave)), _stft_log_mel(wave, 512, 4000.0), atol=2e-3)
+
+
+def test_peak_normalised_features_ignore_the_recording_level():
+    from plugins.speech_commands.layers import LogMelSpectrogram
+
+    t = np.arange(CLIP) / RATE
+    word = (np.sin(2 * np.pi * 300 * t) * (np.abs(t - 0.5) < 0.2)).astype(np.float32)  # a tone, zero-padded
+    quiet, loud = 0.03 * word[None], 0.9 * word[None]
+    plain, peak = LogMelSpectrogram(), LogMelSpectrogram(peak_normalize=True)
+    np.testing.assert_allclose(np.asarray(peak(quiet)), np.asarray(peak(loud)), atol=2e-3)
+    assert np.abs(np.asarray(plain(quiet)) - np.asarray(plain(loud))).max() > 1.0  # the fixed floor sees the level
+
+
+def test_banded_mel_is_the_dense_filterbank():
+    from plugins.speech_commands.layers import mel_band, mel_matrix
+
+    for rate, fft, fmax in ((16000, 512, 4000.0), (16000, 512, 8000.0), (8000, 256, 4000.0), (16000, 400, 7600.0)):
+        dense = mel_matrix(40, fft // 2 + 1, rate, 20.0, fmax)
+        index, weight = mel_band(dense)
+        rebuilt = np.zeros_like(dense)
+        for j in range(dense.shape[1]):
+            np.add.at(rebuilt[:, j], index[j], weight[j])
+        np.testing.assert_array_equal(rebuilt, dense)
+        assert index.shape[1] < dense.shape[0] // 4  # a band, not the whole spectrum
 
 
 def test_speed_perturbation_shifts_pitch_about_the_centre():

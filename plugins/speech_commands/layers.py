@@ -1,10 +1,15 @@
 """Registered layers that turn a raw waveform into normalised log-mel (or MFCC) features inside the model.
 
-The short-time Fourier transform is a strided 1-D convolution with a fixed windowed-DFT kernel rather than
-``tf.signal.stft``: it computes the same power spectrum (periodic Hann window, one-sided bins), but lowers to a
-plain Conv2D + MatMul in every export format (TFLite, ONNX, int8) instead of an RFFT op that not every runtime
-and quantiser supports. The mel filterbank is the HTK-mel matrix of ``tf.signal.linear_to_mel_weight_matrix``,
-rebuilt in numpy from the layer's config so nothing but the config is saved.
+The short-time Fourier transform frames the waveform, applies a periodic Hann window and takes
+``tf.signal.rfft`` with a power-of-two ``fft_length`` (``stft="rfft"``, the default): it stores no weights, so
+int8 and dynamic-range TFLite exports quantize only the network, and TFLite runs it with its builtin RFFT2D.
+``stft="dft"`` is the earlier front end (a strided conv1d with a stored windowed-DFT kernel of
+``fft_length = frame_length``); models saved before the ``stft`` key existed reload with it unchanged.
+The mel filterbank is the HTK-mel matrix of ``tf.signal.linear_to_mel_weight_matrix``, rebuilt in numpy from
+the layer's config so nothing but the config is saved. It is applied as a band (each triangle touches at most a
+dozen adjacent bins: a gather and a weighted sum) rather than a dense (bins x mels) matmul, so exports store
+~1k numbers instead of ~5k floats that int8 would have to keep in float, and dynamic-range quantization finds
+no matmul in the front end to quantize.
 """
 
 from __future__ import annotations
@@ -40,12 +45,22 @@ def dct_matrix(n_in: int, n_out: int) -> np.ndarray:
     return basis.astype(np.float32)
 
 
+def mel_band(mel: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A (bins, mels) filterbank as (mels, width) bin indices and weights: each filter's contiguous support."""
+    first = np.array([np.flatnonzero(mel[:, j])[0] if mel[:, j].any() else 0 for j in range(mel.shape[1])])
+    last = np.array([np.flatnonzero(mel[:, j])[-1] if mel[:, j].any() else 0 for j in range(mel.shape[1])])
+    width = int(max(1, (last - first).max() + 1))
+    index = np.minimum(first[:, None] + np.arange(width)[None, :], mel.shape[0] - 1)
+    weight = np.take_along_axis(mel.T, index, axis=1) * (first[:, None] + np.arange(width) <= last[:, None])
+    return index.astype(np.int32), weight.astype(np.float32)
+
+
 @keras.saving.register_keras_serializable(package=PACKAGE)
 class LogMelSpectrogram(keras.layers.Layer):
     """Waveform (batch, samples) -> log-mel (batch, frames, n_mels), or MFCCs when ``n_mfcc > 0``."""
 
     def __init__(self, sample_rate=16000, frame_length=400, frame_step=160, n_mels=40, fmin=20.0, fmax=7600.0,
-                 n_mfcc=0, **kwargs):
+                 n_mfcc=0, stft="rfft", fft_length=None, peak_normalize=False, **kwargs):
         kwargs.setdefault("dtype", "float32")  # features stay float32 under mixed precision
         super().__init__(**kwargs)
         self.sample_rate = int(sample_rate)
@@ -55,27 +70,69 @@ class LogMelSpectrogram(keras.layers.Layer):
         self.fmin = float(fmin)
         self.fmax = float(min(fmax, sample_rate / 2.0))
         self.n_mfcc = int(n_mfcc)
-        full_bins = self.frame_length // 2 + 1
-        # Only the DFT bins up to fmax carry mel weight: dropping the rest shrinks the stored kernel (the bulk of
-        # the exported file) and its compute without changing the features.
-        self.n_bins = min(full_bins, int(np.floor(self.fmax * self.frame_length / self.sample_rate)) + 2)
-        n = np.arange(self.frame_length)[:, None]
-        k = np.arange(self.n_bins)[None, :]
-        window = (0.5 - 0.5 * np.cos(2 * np.pi * np.arange(self.frame_length) / self.frame_length))[:, None]
-        angle = 2 * np.pi * n * k / self.frame_length
-        kernel = np.concatenate([window * np.cos(angle), -window * np.sin(angle)], axis=1)
-        self._kernel = kernel[:, None, :].astype(np.float32)  # (width, in_channels=1, 2 * bins)
+        # Scale each clip to unit peak (at most +40 dB) before the spectrum: the log floor is fixed, so without
+        # it the contrast between speech and the floor follows the recording level, a per-speaker cue.
+        self.peak_normalize = bool(peak_normalize)
+        if stft not in ("rfft", "dft"):
+            raise ValueError(f"stft must be 'rfft' or 'dft', got {stft!r}")
+        self.stft = stft
+        if stft == "dft":
+            self.fft_length = self.frame_length
+        else:
+            self.fft_length = int(fft_length or 1 << (self.frame_length - 1).bit_length())
+            if self.fft_length < self.frame_length or self.fft_length & (self.fft_length - 1):
+                raise ValueError(f"fft_length must be a power of two >= frame_length ({self.frame_length}), "
+                                 f"got {self.fft_length}")
+        full_bins = self.fft_length // 2 + 1
+        # Only the bins up to fmax carry mel weight: dropping the rest shrinks the mel matrix (and, for "dft",
+        # the stored kernel) and their compute without changing the features.
+        self.n_bins = min(full_bins, int(np.floor(self.fmax * self.fft_length / self.sample_rate)) + 2)
+        self._window = (0.5 - 0.5 * np.cos(2 * np.pi * np.arange(self.frame_length) / self.frame_length))
+        self._window = self._window.astype(np.float32)
+        self._kernel = None
+        if stft == "dft":
+            n = np.arange(self.frame_length)[:, None]
+            k = np.arange(self.n_bins)[None, :]
+            angle = 2 * np.pi * n * k / self.frame_length
+            kernel = np.concatenate([self._window[:, None] * np.cos(angle),
+                                     -self._window[:, None] * np.sin(angle)], axis=1)
+            self._kernel = kernel[:, None, :].astype(np.float32)  # (width, in_channels=1, 2 * bins)
         self._mel = mel_matrix(self.n_mels, full_bins, self.sample_rate, self.fmin, self.fmax)[: self.n_bins]
+        self._band_index, self._band_weight = mel_band(self._mel)
         self._dct = dct_matrix(self.n_mels, self.n_mfcc) if self.n_mfcc else None
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config.setdefault("stft", "dft")  # saved before the key existed: the conv1d DFT front end
+        return cls(**config)
+
+    def power_spectrum(self, x):
+        """(batch, samples) -> (batch, frames, n_bins) power of the windowed frames, bins below fmax only."""
+        x = tf.cast(x, tf.float32)
+        if self.peak_normalize:
+            x = x / tf.maximum(tf.reduce_max(tf.abs(x), axis=1, keepdims=True), 0.01)
+        if self.stft == "dft":
+            spec = tf.nn.conv1d(x[:, :, None], tf.constant(self._kernel), stride=self.frame_step, padding="VALID")
+            re, im = spec[..., : self.n_bins], spec[..., self.n_bins :]
+        else:
+            frames = tf.signal.frame(x, self.frame_length, self.frame_step) * tf.constant(self._window)
+            # |rfft| of a 2-D (frames, samples) batch, then slice: TFLite has no complex StridedSlice, and
+            # tf2onnx converts RFFT only into ComplexAbs and only when it can infer the complex tensor's shape.
+            magnitude = tf.abs(tf.signal.rfft(tf.reshape(frames, [-1, self.frame_length]),
+                                              fft_length=[self.fft_length]))
+            count = frames.shape[1] if frames.shape[1] is not None else tf.shape(frames)[1]
+            magnitude = tf.reshape(magnitude[:, : self.n_bins], [-1, count, self.n_bins])
+            return tf.square(magnitude)
+        return re * re + im * im
 
     def num_frames(self, samples: int) -> int:
         return 1 + (int(samples) - self.frame_length) // self.frame_step
 
     def call(self, x):
-        x = tf.cast(x, tf.float32)[:, :, None]
-        spec = tf.nn.conv1d(x, tf.constant(self._kernel), stride=self.frame_step, padding="VALID")
-        re, im = spec[..., : self.n_bins], spec[..., self.n_bins :]
-        mel = tf.matmul(re * re + im * im, tf.constant(self._mel))
+        power = self.power_spectrum(x)  # (batch, frames, bins)
+        taps = tf.gather(power, tf.constant(self._band_index), axis=2)  # (batch, frames, mels, width)
+        mel = tf.reduce_sum(taps * tf.constant(self._band_weight), axis=-1)
         out = tf.math.log(mel + 1e-6)
         if self._dct is not None:
             out = tf.matmul(out, tf.constant(self._dct))
@@ -88,7 +145,8 @@ class LogMelSpectrogram(keras.layers.Layer):
     def get_config(self):
         return {**super().get_config(), "sample_rate": self.sample_rate, "frame_length": self.frame_length,
                 "frame_step": self.frame_step, "n_mels": self.n_mels, "fmin": self.fmin, "fmax": self.fmax,
-                "n_mfcc": self.n_mfcc}
+                "n_mfcc": self.n_mfcc, "stft": self.stft, "fft_length": self.fft_length,
+                "peak_normalize": self.peak_normalize}
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)

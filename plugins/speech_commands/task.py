@@ -47,10 +47,14 @@ class SpeechCommandsConfig(TaskConfig):
     fmin: float = 20.0
     fmax: float = 4000.0  # the telephone band: TF speech_commands MFCC default; 8 kHz audio fills it
     features: Literal["log_mel", "mfcc"] = "log_mel"
+    # "rfft": framing + window + tf.signal.rfft, no stored weights (quantizes); "dft": the older conv1d kernel
+    stft: Literal["rfft", "dft"] = "rfft"
+    fft_length: int = 0  # 0: the next power of two >= the frame length (TFLite's RFFT2D needs a power of two)
+    peak_normalize: bool = False  # unit peak inside the model: level-free features; neutral on jackson (75.8 vs 76.0)
     n_mfcc: int = 20
     band_variance_norm: bool = False  # each band's own variance too (CMVN); measured worse on unseen FSDD speakers
     # model
-    width: int = 64
+    width: int = 96  # unseen FSDD speaker jackson, 40 epochs: 64 -> 73.4%, 96 -> 75.4% (single runs, spread ~5 points)
     depth: int = 4
     dropout: float = 0.2
     # augmentation (training only)
@@ -83,6 +87,10 @@ class SpeechCommandsConfig(TaskConfig):
             raise ConfigError("need 0 < frame_step_ms <= frame_length_ms <= 200")
         if self.frame_length_ms / 1000 > self.clip_seconds:
             raise ConfigError("frame_length_ms must be shorter than the clip")
+        frame = int(round(self.frame_length_ms * self.sample_rate / 1000))
+        if self.fft_length and (self.fft_length < frame or self.fft_length & (self.fft_length - 1)):
+            raise ConfigError(f"fft_length must be 0 (automatic) or a power of two >= the frame length ({frame} "
+                              f"samples), got {self.fft_length}")
         if not 0 <= self.fmin < self.fmax <= self.sample_rate / 2:
             raise ConfigError(f"need 0 <= fmin < fmax <= sample_rate/2 ({self.sample_rate / 2:g})")
         if not 8 <= self.n_mels <= 256 or not 1 <= self.n_mfcc <= self.n_mels:
@@ -114,6 +122,7 @@ class SpeechCommandsConfig(TaskConfig):
             "frame_step": int(round(self.frame_step_ms * self.sample_rate / 1000)),
             "n_mels": self.n_mels, "fmin": self.fmin, "fmax": self.fmax,
             "n_mfcc": self.n_mfcc if self.features == "mfcc" else 0,
+            "stft": self.stft, "fft_length": self.fft_length or None, "peak_normalize": self.peak_normalize,
         }
 
 
@@ -142,6 +151,11 @@ class SpeechCommandsTask(ClassificationTask):
     tfds_examples = ("tfds:speech_commands",)
     upload_types = ("wav", "flac", "ogg")
     sample_synthetic = True
+    # Validation accuracy on a few hundred clips of the training speakers ties and saturates early, so it kept
+    # mid-schedule weights; the loss keeps falling to the end of the cosine decay, whose weights measured 1-3
+    # points better on unseen FSDD speakers (jackson: 74.6 -> 76.0, 69.8 -> 72.8, 61.4 -> 64.8).
+    monitor = "val_loss"
+    monitor_mode = "min"
     # Few, clean synthetic voices: a smaller model, a high learning rate and light augmentation train fastest.
     sample_overrides = {"epochs": 12, "width": 48, "depth": 3, "learning_rate": 1e-2, "batch_size": 32,
                         "dropout": 0.0, "noise_prob": 0.3, "time_stretch": 0.0, "freq_warp": 0.0, "speed_perturb": 0.0,
@@ -471,7 +485,7 @@ class SpeechCommandsTask(ClassificationTask):
         """Arrays for the app to draw: the waveform, its log-mel spectrogram (mel x frames), and their axes."""
         from plugins.speech_commands.layers import LogMelSpectrogram
 
-        fe = dict(meta["frontend"], n_mfcc=0)
+        fe = {"stft": "dft", **meta["frontend"], "n_mfcc": 0}  # runs saved before "stft" existed used "dft"
         wave = np.asarray(x, np.float32).reshape(-1)
         spec = np.asarray(LogMelSpectrogram(**fe)(wave[None]))[0].T  # (n_mels, frames)
         rate = int(meta["sample_rate"])
