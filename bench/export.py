@@ -9,12 +9,13 @@ artifact's own outputs on the first N test examples, and latency is one example 
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 import time
 from pathlib import Path
 
-from bench.common import machine, md_table, save_results, shared_data
+from bench.common import RESULTS, machine, md_table, save_results, shared_data
 
 NAME = "export"
 SIZE_BAR, ACC_BAR = 0.30, 1.0  # int8 at most 30% of float32; accuracy within 1.0 point of Keras
@@ -92,18 +93,31 @@ def run(quick: bool) -> str:
     work = Path(tempfile.mkdtemp(prefix="bench-export-"))
     os.environ["SUITE_HOME"] = str(work / "runs")
     results: dict = {"quick": quick, "machine": machine(), "plugins": {}}
-    for name in PLUGINS:
+    names = [n for n in os.environ.get("BENCH_EXPORT_PLUGINS", "").split(",") if n] or list(PLUGINS)
+    mode = "quick" if quick else "full"
+    if names != list(PLUGINS):  # a subset: keep the other plugins' last figures of this mode
+        previous = RESULTS / f"export_{mode}.json"
+        if previous.exists():
+            results["plugins"] = json.loads(previous.read_text()).get("plugins", {})
+    for name in names:
         try:
             results["plugins"][name] = _one(name, quick, work)
         except Exception as err:  # one plugin's failure is reported, the others still run
             results["plugins"][name] = {"skipped": f"failed: {type(err).__name__}: {str(err).splitlines()[0][:200]}"}
-    save_results(f"export_{'quick' if quick else 'full'}", results)
+    save_results(f"export_{mode}", results)
+    if not quick:  # plugins without full figures yet show their quick ones, labelled as such
+        quick_file = RESULTS / "export_quick.json"
+        if quick_file.exists():
+            for name, res in json.loads(quick_file.read_text()).get("plugins", {}).items():
+                if name not in results["plugins"]:
+                    results["plugins"][name] = {**res, "mode": "quick"}
     return _markdown(results, quick)
 
 
 def _markdown(results: dict, quick: bool) -> str:
     lines = ["## Export", "",
-             f"Measured on {results['machine']} with `python -m bench.run --only export{' --quick' if quick else ''}`. "
+             f"Measured on {results['machine']} with `python -m bench.run --only export{' --quick' if quick else ' --full'}` "
+             "(`BENCH_EXPORT_PLUGINS=a,b` runs only those plugins and keeps the others' last figures). "
              "Each plugin is trained on the shared real data, exported with `suite.export.export_run`, and every "
              "file is re-scored on the first N test examples by running the file itself (LiteRT interpreter, "
              "onnxruntime, `tf.saved_model.load`, a fresh-process safe-mode `.keras` reload). Latency is one "
@@ -125,7 +139,8 @@ def _markdown(results: dict, quick: bool) -> str:
                          f"{f['latency_ms_p50']:.3f}" if f.get("latency_ms_p50") is not None else "",
                          f"keras {f['keras_latency_ms_p50']:.3f} ms"])
         n = next((f["examples"] for f in res["formats"].values() if f.get("examples")), "?")
-        lines += ["", f"### {name} (`{Path(res['data']).name}`, {n} "
+        label = " — quick run" if res.get("mode") == "quick" else ""
+        lines += ["", f"### {name}{label} (`{Path(res['data']).name}`, {n} "
                   f"test examples, training {res['train_seconds']} s, overrides `{res['overrides']}`)", "",
                   md_table(["export", "size KB", "top-1 agreement", "accuracy %", "keras accuracy %",
                             "latency p50 ms", "note"], rows)]

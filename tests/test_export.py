@@ -459,3 +459,28 @@ def test_front_end_layers_are_the_weightless_preprocessing(registry):
     config = task.make_config({})
     model = task.build_model(config, task.load_data(parse_source("sample"), config))
     assert front_end_layers(model) == ["rescale"]
+
+
+def test_tflite_tensor_names_are_stripped_and_the_signature_still_runs(tmp_path):
+    import keras
+    import tensorflow as tf
+    from ai_edge_litert.interpreter import Interpreter
+
+    from suite.export.formats import strip_tensor_names, write_archive
+
+    inputs = keras.Input((8,), name="features")
+    model = keras.Model(inputs, keras.layers.Dense(3, name="a_rather_long_layer_name_for_the_test")(inputs))
+    fn = tf.function(lambda x: {"scores": model(x)}, input_signature=[tf.TensorSpec([None, 8], tf.float32)])
+    write_archive(model, {"serving_default": fn}, tmp_path / "sm")
+    content = tf.lite.TFLiteConverter.from_saved_model(str(tmp_path / "sm")).convert()
+    stripped, saved = strip_tensor_names(content)
+    assert saved > 0 and len(stripped) == len(content) - saved
+    x = np.random.default_rng(0).random((1, 8)).astype("float32")
+    outs = []
+    for blob in (content, stripped):
+        interpreter = Interpreter(model_content=blob)
+        outs.append(np.array(interpreter.get_signature_runner()(x=x)["scores"]))
+    np.testing.assert_allclose(outs[0], np.asarray(model(x)), rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(outs[0], outs[1])
+    details = Interpreter(model_content=stripped).get_tensor_details()
+    assert not any("a_rather_long_layer_name" in d["name"] for d in details)
