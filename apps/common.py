@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+import threading
 import time
 import traceback
 from pathlib import Path
@@ -84,11 +85,21 @@ def is_running(run: Run) -> bool:
 
 # ---- serving --------------------------------------------------------------------------------------
 MODEL_LOADS = 0  # Predictors created in this server process (each model should load once, whatever the sessions)
+# st.cache_resource loads each model once, but different models load in different sessions' threads at the same
+# time, and Keras deserialisation is not thread-safe: measured on a quiet machine, the translation sample model
+# failed with "25 objects could not be loaded" while other pages loaded theirs. Loads (and their warm-up
+# traces) take turns; predictions on loaded models do not wait for this lock.
+_LOAD_LOCK = threading.Lock()
 
 
 @st.cache_resource(max_entries=16, show_spinner="Loading the model…")
 def _load_predictor(run_path: str, stamp: float):
     """One Predictor per model file version: loaded once with safe_mode=True, warmed up, shared by sessions."""
+    with _LOAD_LOCK:
+        return _load_and_warm(run_path)
+
+
+def _load_and_warm(run_path: str):
     global MODEL_LOADS
     from suite.predictor import Predictor
 

@@ -105,12 +105,6 @@ def run(quick: bool) -> str:
         except Exception as err:  # one plugin's failure is reported, the others still run
             results["plugins"][name] = {"skipped": f"failed: {type(err).__name__}: {str(err).splitlines()[0][:200]}"}
     save_results(f"export_{mode}", results)
-    if not quick:  # plugins without full figures yet show their quick ones, labelled as such
-        quick_file = RESULTS / "export_quick.json"
-        if quick_file.exists():
-            for name, res in json.loads(quick_file.read_text()).get("plugins", {}).items():
-                if name not in results["plugins"]:
-                    results["plugins"][name] = {**res, "mode": "quick"}
     return _markdown(results, quick)
 
 
@@ -124,6 +118,12 @@ def _markdown(results: dict, quick: bool) -> str:
              "example per call, median. Bars: int8 TFLite at most 30% of float32, accuracy within 1.0 point of "
              "Keras, TFLite latency at most Keras'.", ""]
     summary = []
+    for name in PLUGINS:  # full mode, plugins not run: a plugin's own export figures, or where the quick ones are
+        if name in results["plugins"] or quick:
+            continue
+        own = RESULTS / f"{name}_export.md"
+        lines += ["", own.read_text().strip().replace("## ", "### ", 1)] if own.exists() else [
+            "", f"- **{name}**: no full-mode figures yet (`bench/results/export_quick.json` holds the last quick run)."]
     for name, res in results["plugins"].items():
         if "skipped" in res:
             lines.append(f"- **{name}**: skipped — {res['skipped']}")
@@ -139,8 +139,7 @@ def _markdown(results: dict, quick: bool) -> str:
                          f"{f['latency_ms_p50']:.3f}" if f.get("latency_ms_p50") is not None else "",
                          f"keras {f['keras_latency_ms_p50']:.3f} ms"])
         n = next((f["examples"] for f in res["formats"].values() if f.get("examples")), "?")
-        label = " — quick run" if res.get("mode") == "quick" else ""
-        lines += ["", f"### {name}{label} (`{Path(res['data']).name}`, {n} "
+        lines += ["", f"### {name} (`{Path(res['data']).name}`, {n} "
                   f"test examples, training {res['train_seconds']} s, overrides `{res['overrides']}`)", "",
                   md_table(["export", "size KB", "top-1 agreement", "accuracy %", "keras accuracy %",
                             "latency p50 ms", "note"], rows)]
