@@ -67,7 +67,7 @@ def numeric_part(model, example):
             np.asarray(layers[0](text))[0] if len(layers) == 1 else None)
 
 
-def measured_rate(task_name: str) -> float | None:
+def measured_rate(task_name: str, default_epochs: int | None = None) -> float | None:
     """Training examples/s from the plugin's own benchmark results (bench/results/<task>.json)."""
     result = RESULTS / f"{task_name}.json"
     if not result.exists():
@@ -76,7 +76,7 @@ def measured_rate(task_name: str) -> float | None:
     rate = saved.get("train_examples_per_sec") or (saved.get("suite") or {}).get("examples_per_sec")
     standard = (saved.get("protocols") or {}).get("standard")  # speech: examples x epochs / training seconds
     if rate is None and standard and standard.get("suite_train_seconds"):
-        epochs = (saved.get("overrides") or {}).get("epochs")
+        epochs = (saved.get("overrides") or {}).get("epochs") or default_epochs
         if epochs:
             rate = standard["counts"]["train"] * epochs / standard["suite_train_seconds"]
     return rate
@@ -105,7 +105,7 @@ def run(quick: bool = True) -> str:
         except Exception as err:  # a plugin whose model cannot be traced at a fixed shape
             rows.append([task.name, "-", "-", "-", f"not counted: {type(err).__name__}"])
             continue
-        rate = measured_rate(task.name)
+        rate = measured_rate(task.name, config.epochs)
         if flops is not None and flops < 1e3:
             flops = None  # string/sparse ops the profiler does not count
         train_flops = 3 * flops if flops else None  # forward + backward ~ 3x forward
