@@ -676,3 +676,36 @@ def test_audio_views_draw_waveform_and_spectrogram():
     assert any("Waveform: 1.00 s at 16000 Hz" in str(c.value) for c in at.caption)
     captions = [img.caption for e in at.get("image") for img in e.proto.imgs]
     assert any("spectrogram" in c for c in captions), captions
+
+
+def test_model_loads_in_different_sessions_take_turns(monkeypatch):
+    """Keras deserialisation is not thread-safe: two sessions loading two models must not overlap."""
+    import threading
+
+    import suite.predictor
+    from apps import common
+
+    state = {"active": 0, "peak": 0}
+    guard = threading.Lock()
+
+    class SlowPredictor:
+        def __init__(self, run):
+            with guard:
+                state["active"] += 1
+                state["peak"] = max(state["peak"], state["active"])
+            time.sleep(0.3)
+            with guard:
+                state["active"] -= 1
+
+    monkeypatch.setattr(suite.predictor, "Predictor", SlowPredictor)
+    monkeypatch.setattr(common, "Run", lambda path: path)
+    common._load_predictor.clear()
+    try:
+        threads = [threading.Thread(target=common._load_predictor, args=(f"/runs/model-{i}", 0.0)) for i in range(3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=30)
+    finally:
+        common._load_predictor.clear()
+    assert state["peak"] == 1 and common.MODEL_LOADS >= 3
