@@ -374,6 +374,7 @@ def test_read_only_output_folder(image_run, monkeypatch):
     from suite.export import export_run
 
     exports = image_run.exports_dir
+    exports.mkdir(parents=True, exist_ok=True)  # exists only if an earlier test exported: run alone, it may not
     before = sorted(p.name for p in exports.iterdir())
     os.chmod(exports, 0o555)
     try:

@@ -66,8 +66,24 @@ def tidy_text(text):
     return tf.strings.strip(text)
 
 
+class StringToString:
+    """Mixin for translation models: what the export and serving code read as the raw input and output.
+
+    A batch of source sentences goes in and translated sentences come out; training feeds token ids through
+    ``call`` instead.
+    """
+
+    @property
+    def inputs(self):
+        return [keras.KerasTensor((None,), dtype="string", name="text")]
+
+    @property
+    def outputs(self):
+        return [keras.KerasTensor((None,), dtype="string", name="translation")]
+
+
 @keras.saving.register_keras_serializable(package="suite_translation")
-class TranslationTransformer(keras.Model):
+class TranslationTransformer(StringToString, keras.Model):
     """Encoder-decoder Transformer with cached greedy/beam decoding and in-model tokenizers."""
 
     def __init__(self, source_vocabulary, target_vocabulary, source_sequence_length: int = 40,
@@ -114,16 +130,6 @@ class TranslationTransformer(keras.Model):
         # Create every weight now: a reloaded model then matches the saved one variable for variable.
         dummy = tf.ones((1, 2), tf.int32)
         self({"encoder_inputs": dummy, "decoder_inputs": dummy})
-
-    # ---- raw-input description (what the export and serving code read) ----------------------------
-    @property
-    def inputs(self):
-        """Served input: a batch of source sentences (training feeds token ids through ``call`` instead)."""
-        return [keras.KerasTensor((None,), dtype="string", name="text")]
-
-    @property
-    def outputs(self):
-        return [keras.KerasTensor((None,), dtype="string", name="translation")]
 
     # ---- the training forward pass ----------------------------------------------------------------
     def call(self, inputs, training=None):

@@ -22,6 +22,7 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
+from plugins.translation.model import StringToString
 from suite.errors import ConfigError, SuiteError
 
 _COUNTED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> its compiled translate-and-count
@@ -92,7 +93,7 @@ def set_lengths(preprocessor, source_length: int, target_length: int) -> None:
 
 
 @keras.saving.register_keras_serializable(package="suite_translation")
-class PretrainedTranslator(keras.Model):
+class PretrainedTranslator(StringToString, keras.Model):
     """A KerasHub ``Seq2SeqLM`` that trains on token dicts and translates strings to strings in-graph."""
 
     def __init__(self, seq2seq, source_sequence_length: int = 40, target_sequence_length: int = 40,
@@ -123,15 +124,6 @@ class PretrainedTranslator(keras.Model):
     @property
     def pad_id(self) -> int:
         return int(self.tokenizer.pad_token_id)
-
-    # ---- raw-input description (what the export and serving code read) ----------------------------
-    @property
-    def inputs(self):
-        return [keras.KerasTensor((None,), dtype="string", name="text")]
-
-    @property
-    def outputs(self):
-        return [keras.KerasTensor((None,), dtype="string", name="translation")]
 
     # ---- forward passes ---------------------------------------------------------------------------
     def call(self, inputs, training=None):
