@@ -485,3 +485,41 @@ def test_tflite_tensor_names_are_stripped_and_the_signature_still_runs(tmp_path)
     np.testing.assert_array_equal(outs[0], outs[1])
     details = Interpreter(model_content=stripped).get_tensor_details()
     assert not any("a_rather_long_layer_name" in d["name"] for d in details)
+
+
+def _weight_scale_counts(path) -> list[int]:
+    """Number of quantization scales of each int8 constant (weight) tensor in a TFLite file."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interp = Interpreter(model_path=str(path))
+    counts = []
+    for d in interp.get_tensor_details():
+        scales = d["quantization_parameters"]["scales"]
+        if d["dtype"] == np.int8 and len(d["shape"]) >= 2 and len(scales):
+            try:
+                interp.get_tensor(d["index"])  # constants are readable before invoke; activations are not
+            except ValueError:
+                continue
+            counts.append(len(scales))
+    return counts
+
+
+@pytest.mark.parametrize("accept", [True, False])
+def test_int8_uses_per_tensor_scales_only_when_they_keep_agreement(image_run, monkeypatch, accept):
+    """Per-tensor int8 drops a scale and zero point per channel; it is kept only within the agreement budget."""
+    from suite.export import export_run, formats
+
+    # accept: any loss of agreement is tolerated; refuse: even an equal agreement is not enough.
+    monkeypatch.setattr(formats, "PER_TENSOR_MAX_LOSS", 1.0 if accept else -1.0)
+    rep = export_run(image_run, formats="tflite", quantize="int8", examples=40)["tflite"]
+    assert rep["supported"], rep.get("reason")
+    counts = _weight_scale_counts(rep["path"])
+    assert counts, "no int8 weight tensors found"
+    notes = " ".join(rep["notes"])
+    if accept:
+        assert set(counts) == {1}, counts
+        assert "per-tensor int8 scales" in notes
+    else:
+        assert max(counts) > 1, counts  # one scale per output channel
+        assert "per-channel int8 scales" in notes
+    assert rep["verification"]["top1_agreement"] >= 0.85

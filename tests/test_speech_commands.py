@@ -421,3 +421,19 @@ def test_band_variance_normalisation_gives_every_band_unit_variance():
     np.testing.assert_allclose(per_band.std(axis=1), 1.0, atol=5e-3)  # epsilon 1e-3
     global_ = np.asarray(PerExampleNormalization()(x))
     assert global_.std(axis=1)[:, -1].mean() > 2 * global_.std(axis=1)[:, 0].mean()  # one scale per clip
+
+
+def test_time_stretch_is_log_uniform_both_ways_and_training_only():
+    """A word twice as long must be as likely as one half as long: duration differs most between speakers."""
+    from plugins.speech_commands.layers import RandomStretch
+
+    frames, bins, width = 101, 4, 20
+    x = np.zeros((400, frames, bins), np.float32)
+    x[:, 50 - width // 2 : 50 + width // 2, :] = 1.0  # a 20-frame "word" in the middle
+    layer = RandomStretch(time_stretch=1.0, freq_warp=0.0, seed=3)
+    assert np.array_equal(np.asarray(layer(x, training=False)), x)
+    out = np.asarray(layer(x, training=True))
+    ratio = (out[:, :, 0] > 0.5).sum(axis=1) / width  # stretched length of the word
+    assert ratio.min() >= 0.45 and ratio.max() <= 2.1  # scales within [1/2, 2]
+    assert (ratio > 1.5).mean() > 0.15 and (ratio < 1 / 1.5).mean() > 0.15  # both ways, often
+    assert abs(np.median(np.log(ratio))) < 0.15  # symmetric in log scale

@@ -183,7 +183,7 @@ def _interpolation(n: int, src):
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
 class RandomStretch(keras.layers.Layer):
-    """Training-only: stretch time by up to ±``time_stretch`` and warp frequency by up to ±``freq_warp``.
+    """Training-only: stretch time by a factor up to ``1 + time_stretch`` either way, warp frequency by ±``freq_warp``.
 
     Frequency warping of the mel axis imitates vocal-tract-length differences between speakers (VTLP), time
     stretching imitates speaking rate; both help a model trained on few speakers. Identity at inference.
@@ -206,9 +206,9 @@ class RandomStretch(keras.layers.Layer):
             scale = keras.random.uniform((batch, 1), 1 - self.freq_warp, 1 + self.freq_warp, seed=self.seed_generator)
             src = tf.range(bins, dtype=tf.float32)[None, :] / scale
             x = tf.matmul(x, _interpolation(bins, src), transpose_b=True)
-        if self.time_stretch > 0:
-            scale = keras.random.uniform((batch, 1), 1 - self.time_stretch, 1 + self.time_stretch,
-                                         seed=self.seed_generator)
+        if self.time_stretch > 0:  # log-uniform in [1/(1+s), 1+s]: as likely twice as slow as twice as fast
+            bound = float(np.log1p(self.time_stretch))
+            scale = tf.exp(keras.random.uniform((batch, 1), -bound, bound, seed=self.seed_generator))
             centre = (frames - 1) / 2.0
             src = (tf.range(frames, dtype=tf.float32)[None, :] - centre) / scale + centre
             x = tf.matmul(_interpolation(frames, src), x)

@@ -103,8 +103,8 @@ class SpeechCommandsConfig(TaskConfig):
             raise ConfigError("snr_min_db must be <= snr_max_db")
         if min(self.time_masks, self.time_mask_frames, self.freq_masks, self.freq_mask_bins) < 0:
             raise ConfigError("SpecAugment mask counts and widths must be >= 0")
-        if not 0 <= self.time_stretch < 0.5 or not 0 <= self.freq_warp < 0.5 or self.time_shift_ms < 0:
-            raise ConfigError("time_stretch and freq_warp must be in [0, 0.5), time_shift_ms >= 0")
+        if not 0 <= self.time_stretch <= 1 or not 0 <= self.freq_warp < 0.5 or self.time_shift_ms < 0:
+            raise ConfigError("time_stretch must be in [0, 1], freq_warp in [0, 0.5), time_shift_ms >= 0")
         if not 0 <= self.speed_perturb < 0.5:
             raise ConfigError(f"speed_perturb must be in [0, 0.5), got {self.speed_perturb}")
         if not 0 <= self.unknown_fraction <= 1 or not 0 <= self.silence_fraction <= 1:
