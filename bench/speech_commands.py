@@ -64,21 +64,23 @@ def _arrays(task, bundle):
     return arr(bundle.train), arr(bundle.val), arr(bundle.test)
 
 
-def _spawn(protocols: list[str], quick: bool, epochs: int | None) -> tuple[subprocess.Popen, Path]:
+def _spawn(protocols: list[str], quick: bool, epochs: int | None, config: dict | None) -> tuple[subprocess.Popen, Path]:
     """A child process training ``protocols``; it writes its results (JSON) to the returned path."""
     out = Path(tempfile.mkstemp(prefix="bench-speech-", suffix=".json")[1])
     code = ("import json, sys; from bench import speech_commands as b; "
-            f"r = b.run(quick={quick!r}, epochs={epochs!r}, protocols={protocols!r}, _results_to={str(out)!r})")
+            f"r = b.run(quick={quick!r}, epochs={epochs!r}, protocols={protocols!r}, _results_to={str(out)!r}, "
+            f"config={config!r})")
     root = Path(__file__).resolve().parent.parent
     return subprocess.Popen([sys.executable, "-c", code], cwd=root, stdout=subprocess.DEVNULL), out
 
 
 def run(quick: bool = True, epochs: int | None = None, protocols: list[str] | None = None,
-        jobs: int | None = None, _results_to: str | None = None) -> str:
+        jobs: int | None = None, _results_to: str | None = None, config: dict | None = None) -> str:
     """Quick: the standard split and one held-out speaker, 25 epochs. Full: every speaker, default epochs.
 
     ``protocols`` (``standard`` and/or speaker names) runs a subset; its results are saved under their own
-    name. ``jobs`` > 1 trains the protocols in that many processes at once (default: 2 for the full run, whose
+    name. ``config`` adds plugin config overrides (an experiment; its results are saved as
+    ``speech_commands_experiment*``, leaving the defaults' figures alone). ``jobs`` > 1 trains the protocols in that many processes at once (default: 2 for the full run, whose
     five trainings would otherwise run one after another on a two-core machine); per-protocol train times
     are then measured under that sharing.
     """
@@ -98,6 +100,7 @@ def run(quick: bool = True, epochs: int | None = None, protocols: list[str] | No
     overrides = dict(QUICK if quick else FULL)
     if epochs:
         overrides["epochs"] = int(epochs)
+    overrides.update(config or {})
     if noise is not None:
         overrides["noise_dir"] = str(noise)
     subset = bool(protocols)
@@ -112,7 +115,7 @@ def run(quick: bool = True, epochs: int | None = None, protocols: list[str] | No
     children = []
     if jobs > 1 and len(protocols) > 1:  # the last group trains here, the others in child processes
         groups = [protocols[i::jobs] for i in range(jobs) if protocols[i::jobs]]
-        children = [_spawn(g, quick, epochs) for g in groups[:-1]]
+        children = [_spawn(g, quick, epochs, config) for g in groups[:-1]]
         mine = groups[-1]
         results["jobs"] = len(groups)
     else:
@@ -159,8 +162,8 @@ def run(quick: bool = True, epochs: int | None = None, protocols: list[str] | No
     }
     results["latency_seconds"] = lat
     results["peak_rss_mb"] = peak_rss_mb()
-    save_results("speech_commands" + ("_quick" if quick else "") + ("_" + "_".join(protocols) if subset else ""),
-                 results)
+    save_results("speech_commands" + ("_experiment" if config else "") + ("_quick" if quick else "")
+                 + ("_" + "_".join(protocols) if subset else ""), results)
 
     rows = []
     for protocol, r in results["protocols"].items():
@@ -176,8 +179,9 @@ def run(quick: bool = True, epochs: int | None = None, protocols: list[str] | No
     lat_rows = [[k, f"{1000 * v['p50']:.2f}", f"{1000 * v['p95']:.2f}"] for k, v in lat.items()]
     cmd = (f'`.venv/bin/python -c "from bench.speech_commands import run; '
            f'print(run(quick={quick}{", epochs=" + str(epochs) if epochs else ""}'
-           f'{", protocols=" + repr(protocols) if subset else ""}{", jobs=" + str(jobs) if jobs > 1 else ""}))"`')
-    if not subset:
+           f'{", protocols=" + repr(protocols) if subset else ""}{", jobs=" + str(jobs) if jobs > 1 else ""}'
+           f'{", config=" + repr(config) if config else ""}))"`')
+    if not subset and not config:
         cmd += f" (or `python -m bench.run --only speech_commands{' --quick' if quick else ' --full'}`)"
     return "\n".join([
         "## Speech commands (FSDD)" + (" — quick" if quick else ""),
