@@ -38,11 +38,14 @@ def run() -> str:
                      name=f"w{width}d{depth}", options=TrainOptions(tensorboard=False))
         params = run_.load_model().count_params()
         f32 = export_run(run_, formats="tflite", quantize="none", examples=20)["tflite"]["size_bytes"]
-        sizes = {}
-        for label, loss in (("per_channel", -1.0), ("per_tensor", 1.0)):
-            formats.PER_TENSOR_MAX_LOSS = loss  # -1: never per-tensor; 1: per-tensor whenever smaller
-            sizes[label] = export_run(run_, formats="tflite", quantize="int8", examples=20)["tflite"]["size_bytes"]
-        formats.PER_TENSOR_MAX_LOSS = 0.005
+        sizes, default_loss = {}, formats.PER_TENSOR_MAX_LOSS
+        try:
+            for label, loss in (("per_channel", -1.0), ("per_tensor", 1.0)):
+                formats.PER_TENSOR_MAX_LOSS = loss  # -1: never per-tensor; 1: per-tensor whenever smaller
+                sizes[label] = export_run(run_, formats="tflite", quantize="int8",
+                                          examples=20)["tflite"]["size_bytes"]
+        finally:
+            formats.PER_TENSOR_MAX_LOSS = default_loss
         r = {"width": width, "depth": depth, "weights": params, "float32_bytes": f32, **sizes}
         results.append(r)
         rows.append([width, depth, f"{params:,}", f"{f32 / 1024:.1f}", f"{sizes['per_channel'] / 1024:.1f}",

@@ -74,7 +74,6 @@ def build_tflite(model, folder: Path, *, carried, quantize: str, calibration: Ca
     notes: list[str] = []
     try:
         write_archive(model, {"serving_default": carried, "carried": carried}, scratch / "sm")
-        key = "carried"
         if quantize == "int8":
             if calibration is None:
                 raise ValueError("int8 needs calibration examples from the run's training split")
@@ -88,14 +87,7 @@ def build_tflite(model, folder: Path, *, carried, quantize: str, calibration: Ca
         first_error: Exception | None = None
         content = None
         for ops in op_sets:
-            conv = tf.lite.TFLiteConverter.from_saved_model(str(scratch / "sm"), signature_keys=[key])
-            conv.target_spec.supported_ops = ops
-            if quantize in ("float16", "dynamic", "int8"):
-                conv.optimizations = [tf.lite.Optimize.DEFAULT]
-            if quantize == "float16":
-                conv.target_spec.supported_types = [tf.float16]
-            if quantize == "int8":
-                conv.representative_dataset = calibration
+            conv = _converter(scratch / "sm", ops, quantize, calibration)
             try:
                 with quiet():
                     content = conv.convert()
@@ -130,6 +122,22 @@ def build_tflite(model, folder: Path, *, carried, quantize: str, calibration: Ca
                       "full int8 weights and activations") + ", calibrated on training examples; float inputs "
                      "and outputs (quantize/dequantize at the edges)")
     return path, notes
+
+
+def _converter(saved: Path, ops, quantize: str, calibration=None, *, per_channel: bool = True):
+    """A TFLite converter of the scratch SavedModel's ``carried`` signature for one quantization mode."""
+    import tensorflow as tf
+
+    conv = tf.lite.TFLiteConverter.from_saved_model(str(saved), signature_keys=["carried"])
+    conv.target_spec.supported_ops = ops
+    if quantize in ("float16", "dynamic", "int8"):
+        conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    if quantize == "float16":
+        conv.target_spec.supported_types = [tf.float16]
+    if quantize == "int8":
+        conv.representative_dataset = calibration
+        conv._experimental_disable_per_channel = not per_channel
+    return conv
 
 
 def strip_tensor_names(content: bytes) -> tuple[bytes, int]:
@@ -210,13 +218,9 @@ def _int8_front_end_float(model, carried, content: bytes, saved: Path, ops, cali
         return content, full
 
     def make():
-        c = tf.lite.TFLiteConverter.from_saved_model(str(saved), signature_keys=["carried"])
-        c.optimizations = [tf.lite.Optimize.DEFAULT]
-        c.representative_dataset = calibration
-        c._experimental_disable_per_channel = not per_channel
-        c.target_spec.supported_ops = [o for o in ops if o.name != "TFLITE_BUILTINS_INT8"] + [
+        mixed_ops = [o for o in ops if o.name != "TFLITE_BUILTINS_INT8"] + [
             tf.lite.OpsSet.TFLITE_BUILTINS_INT8, tf.lite.OpsSet.TFLITE_BUILTINS]
-        return c
+        return _converter(saved, mixed_ops, "int8", calibration, per_channel=per_channel)
 
     with quiet():
         debugger = tf.lite.experimental.QuantizationDebugger(
@@ -246,13 +250,7 @@ def _int8_per_tensor_if_faithful(model, carried, content: bytes, agreement: floa
     norm), so the smaller model is kept only if its top-1 agreement with the float model on the
     calibration examples is within ``PER_TENSOR_MAX_LOSS`` of the per-channel model's.
     """
-    import tensorflow as tf
-
-    conv = tf.lite.TFLiteConverter.from_saved_model(str(saved), signature_keys=["carried"])
-    conv.target_spec.supported_ops = ops
-    conv.optimizations = [tf.lite.Optimize.DEFAULT]
-    conv.representative_dataset = calibration
-    conv._experimental_disable_per_channel = True
+    conv = _converter(saved, ops, "int8", calibration, per_channel=False)
     trial: list[str] = []
     try:
         with quiet():
