@@ -18,7 +18,8 @@ def main(strategy: str, devices: int, batch: int, home: str) -> None:
     overrides = {"epochs": 3, "batch_size": batch, "dropout": 0.0, "lr_schedule": "constant",
                  "learning_rate": 0.01, "weight_decay": 0.0}
     run = train("tabular_classification", "sample", overrides, name=f"{strategy}-{devices}",
-                options=TrainOptions(strategy=strategy, devices=devices, seed=3, tensorboard=False))
+                options=TrainOptions(strategy=strategy, devices=devices, seed=3, tensorboard=False,
+                                       deterministic=True))
     model = run.load_model()
     weights = np.concatenate([np.ravel(w) for w in model.get_weights()])
     losses = [e["metrics"]["loss"] for e in run.history()]
