@@ -106,16 +106,17 @@ def md_table(header: list[str], rows: list[list[Any]]) -> str:
     return "\n".join(lines)
 
 
-def train_with_snapshots(task, data: str, overrides: dict, *, name: str, home: Path) -> dict:
+def train_with_snapshots(task, data: str, overrides: dict, *, name: str, home: Path, **train_kwargs) -> dict:
     """Train through the suite's trainer, keeping each epoch's weights, so test accuracy against training
-    time can be scored afterwards without charging the scoring to training time."""
+    time can be scored afterwards without charging the scoring to training time. ``train_kwargs`` go to
+    ``train`` (e.g. a prepared ``bundle``)."""
     import shutil
 
     from suite.runstore import RunStore
     from suite.trainer import TrainOptions, train
 
     store = RunStore(home)
-    snaps = home / "snapshots"
+    snaps = home / "snapshots" / name  # several runs may share one home
     snaps.mkdir(parents=True, exist_ok=True)
     points: list[dict] = []
     state: dict = {}
@@ -136,7 +137,7 @@ def train_with_snapshots(task, data: str, overrides: dict, *, name: str, home: P
 
     t0 = time.perf_counter()
     run = train(task, data, overrides, name=name, store=store, options=TrainOptions(tensorboard=False),
-                listeners=[listener])
+                listeners=[listener], **train_kwargs)
     wall = time.perf_counter() - t0
     if run.status != "completed":
         raise RuntimeError(f"suite run ended {run.status}: {run.info.get('error')}")
@@ -144,8 +145,10 @@ def train_with_snapshots(task, data: str, overrides: dict, *, name: str, home: P
             "config": run.config, "counts": run.info.get("counts", {})}
 
 
-def plot_accuracy_curves(curves: dict[str, list[dict]], path: Path, *, bar: float, ylabel: str, title: str) -> None:
-    """Test accuracy (%) against training seconds, one line per recipe, with the issue's bar dashed."""
+def plot_accuracy_curves(curves: dict[str, list[dict]], path: Path, *, bar: float | dict[str, float], ylabel: str,
+                         title: str, key: str = "test_accuracy", scale: float = 100.0, unit: str = "%") -> None:
+    """Test quality (``key`` x ``scale``; accuracy in % by default) against training seconds, one line per
+    recipe, with the issue's bar(s) dashed (``bar``: one value, or ``{label: value}`` when protocols differ)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -153,8 +156,11 @@ def plot_accuracy_curves(curves: dict[str, list[dict]], path: Path, *, bar: floa
 
     fig, ax = plt.subplots(figsize=(6.4, 4))
     for label, pts in curves.items():
-        ax.plot([p["seconds"] for p in pts], [100 * p["test_accuracy"] for p in pts], marker="o", label=label)
-    ax.axhline(bar, color="grey", linestyle="--", linewidth=1, label=f"bar: {bar:g}%")
+        ax.plot([p["seconds"] for p in pts], [scale * p[key] for p in pts], marker="o", label=label)
+    bars = bar if isinstance(bar, dict) else {"bar": bar}
+    styles = ("--", ":", "-.", (0, (1, 3)))
+    for i, (label, value) in enumerate(bars.items()):
+        ax.axhline(value, color="grey", linestyle=styles[i % len(styles)], linewidth=1, label=f"{label}: {value:g}{unit}")
     ax.set_xlabel("training time (s, this machine)")
     ax.set_ylabel(ylabel)
     ax.set_title(title)
@@ -172,3 +178,44 @@ def batched_accuracy(forward, x, y, batch: int = 1000) -> float:
 
     preds = [np.asarray(forward(x[i:i + batch])).argmax(axis=1) for i in range(0, len(x), batch)]
     return float((np.concatenate(preds) == y).mean())
+
+
+def timed_snapshots(folder: Path, every_s: float, *, budget_s: float | None = None):
+    """A Keras callback saving the weights every ``every_s`` seconds of training (and at the end) so quality
+    against training time can be scored afterwards; the saving is not counted as training time. With
+    ``budget_s`` it also ends training once that much training time is spent. Points: ``callback.points``."""
+    import keras
+
+    class _Snapshots(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.points: list[dict] = []
+            folder.mkdir(parents=True, exist_ok=True)
+
+        def on_train_begin(self, logs=None):
+            self.start, self.paused, self.due = time.perf_counter(), 0.0, every_s
+
+        def seconds(self) -> float:
+            return time.perf_counter() - self.start - self.paused
+
+        def _save(self):
+            now, spent = time.perf_counter(), self.seconds()
+            path = folder / f"snap{len(self.points)}.weights.h5"
+            self.model.save_weights(str(path))
+            self.points.append({"seconds": round(spent, 2), "step": int(self.model.optimizer.iterations),
+                                "snapshot": str(path)})
+            self.paused += time.perf_counter() - now
+
+        def on_train_batch_end(self, batch, logs=None):
+            spent = self.seconds()
+            if spent >= self.due:
+                self.due += every_s
+                self._save()
+            if budget_s is not None and spent >= budget_s:
+                self.model.stop_training = True
+
+        def on_train_end(self, logs=None):
+            if not self.points or self.points[-1]["step"] != int(self.model.optimizer.iterations):
+                self._save()
+
+    return _Snapshots()

@@ -18,8 +18,8 @@ import sys
 
 from bench.common import DOCS, RESULTS, ROOT
 
-MODULES = ["machine", "trainer_overhead", "image_classification", "sentiment", "translation", "speech_commands",
-           "export", "app"]
+MODULES = ["machine", "trainer_overhead", "image_classification", "sentiment", "translation", "translation_curve",
+           "speech_commands", "export", "app"]
 
 
 def run_module(name: str, quick: bool) -> str:

@@ -18,17 +18,29 @@ import re
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 
-from bench.common import latency_stats, machine, md_table, peak_rss_mb, save_results, shared_data
+from bench.common import (
+    DOCS,
+    batched_accuracy,
+    latency_stats,
+    machine,
+    md_table,
+    peak_rss_mb,
+    plot_accuracy_curves,
+    save_results,
+    shared_data,
+    train_with_snapshots,
+)
 
 SPEAKERS = ("george", "jackson", "lucas", "nicolas")
 QUICK = {"epochs": 25}
 FULL: dict = {}  # the plugin's defaults
 BASELINE_EPOCHS = 10  # the tutorial's setting
+PLOT = DOCS / "bench_speech_commands_curve.png"
+PLOT_QUICK = DOCS / "bench_speech_commands_curve_quick.png"  # quick runs never overwrite the full figure
 
 
 def fsdd_files(root: Path) -> list[tuple[Path, str, str, int]]:
@@ -64,6 +76,23 @@ def _arrays(task, bundle):
     return arr(bundle.train), arr(bundle.val), arr(bundle.test)
 
 
+def _plot(protocols: dict, path: Path) -> Path | None:
+    """Suite and recipe test accuracy against training seconds: the standard split and the first unseen speaker."""
+    curves, bars = {}, {}
+    for protocol, r in protocols.items():
+        if "suite_curve" not in r or (protocol != "standard" and "unseen speaker bar" in bars):
+            continue  # one unseen speaker keeps the figure readable
+        name = "standard split" if protocol == "standard" else f"unseen {protocol}"
+        curves[f"suite, {name}"] = r["suite_curve"]
+        curves[f"simple-audio, {name}"] = r["baseline_curve"]
+        bars["standard bar" if protocol == "standard" else "unseen speaker bar"] = 98.0 if protocol == "standard" else 85.0
+    if not curves:
+        return None
+    plot_accuracy_curves(curves, path, bar=bars, ylabel="FSDD test accuracy (%)",
+                         title="FSDD digits: test accuracy against training time")
+    return path
+
+
 def _spawn(protocols: list[str], quick: bool, epochs: int | None, config: dict | None) -> tuple[subprocess.Popen, Path]:
     """A child process training ``protocols``; it writes its results (JSON) to the returned path."""
     out = Path(tempfile.mkstemp(prefix="bench-speech-", suffix=".json")[1])
@@ -90,9 +119,8 @@ def run(quick: bool = True, epochs: int | None = None, protocols: list[str] | No
     os.environ.setdefault("SUITE_PLUGINS", "speech_commands")
     from bench.baselines import simple_audio
     from suite.data import parse_source
-    from suite.predictor import Predictor
+    from suite.predictor import Predictor, make_forward
     from suite.registry import get
-    from suite.trainer import TrainOptions, train
 
     task = get("speech_commands")
     files = fsdd_files(root)
@@ -123,20 +151,25 @@ def run(quick: bool = True, epochs: int | None = None, protocols: list[str] | No
     last_run = None
     for protocol in mine:
         manifest = write_manifest(files, work / f"fsdd_{protocol}.csv", protocol)
-        config = task.make_config(overrides)
-        bundle = task.load_data(parse_source(str(manifest)), config)
-        t = time.perf_counter()
-        run_ = train(task, str(manifest), overrides, name=f"fsdd-{protocol}", bundle=bundle,
-                     options=TrainOptions(tensorboard=False))
-        suite_s = time.perf_counter() - t
+        bundle = task.load_data(parse_source(str(manifest)), task.make_config(overrides))
+        suite = train_with_snapshots(task, str(manifest), overrides, name=f"fsdd-{protocol}", home=work / "runs",
+                                     bundle=bundle)
+        run_ = suite["run"]
         tr, va, te = _arrays(task, bundle)
+        model, curve = run_.load_model(), []
+        forward = make_forward(model)
+        for p in suite["points"]:  # each epoch's weights on the test split, for accuracy against training time
+            model.load_weights(p.pop("snapshot"))
+            curve.append({"epoch": p["epoch"], "seconds": round(p["seconds"], 2),
+                          "test_accuracy": batched_accuracy(forward, te[0], te[1], batch=250)})
         base = simple_audio.train_and_evaluate(tr, va, te, len(bundle.meta["class_names"]), epochs=BASELINE_EPOCHS)
         results["protocols"][protocol] = {
-            "suite_accuracy": run_.metrics["test"]["accuracy"], "suite_train_seconds": round(suite_s, 1),
+            "suite_accuracy": run_.metrics["test"]["accuracy"], "suite_train_seconds": round(suite["wall_seconds"], 1),
             "baseline_accuracy": base["accuracy"], "baseline_train_seconds": round(base["train_seconds"], 1),
-            "counts": bundle.counts,
+            "counts": bundle.counts, "suite_curve": curve,
+            "baseline_curve": [{**p, "seconds": round(p["seconds"], 2)} for p in base["curve"]],
         }
-        print(protocol, results["protocols"][protocol], flush=True)
+        print(protocol, {k: v for k, v in results["protocols"][protocol].items() if "curve" not in k}, flush=True)
         last_run = run_
     if _results_to:  # a child of a parallel run: hand the figures back and stop
         Path(_results_to).write_text(json.dumps(results["protocols"]))
@@ -164,6 +197,8 @@ def run(quick: bool = True, epochs: int | None = None, protocols: list[str] | No
     results["peak_rss_mb"] = peak_rss_mb()
     save_results("speech_commands" + ("_experiment" if config else "") + ("_quick" if quick else "")
                  + ("_" + "_".join(protocols) if subset else ""), results)
+
+    plot = _plot(results["protocols"], PLOT_QUICK if quick or subset or config else PLOT)
 
     rows = []
     for protocol, r in results["protocols"].items():
@@ -197,6 +232,9 @@ def run(quick: bool = True, epochs: int | None = None, protocols: list[str] | No
         "",
         md_table(["protocol", "suite test acc", "simple-audio test acc", "suite train s", "baseline train s"], rows),
         "",
+        *([f"Test accuracy against training time, each epoch's weights scored on the test split ({plot.name}; the "
+           "table's suite figure is the best-by-validation epoch's):", "", f"![accuracy against training time]"
+           f"({plot.name})", ""] if plot else []),
         "Single-example latency (one 1-s clip; last trained model):",
         "",
         md_table(["path", "p50 ms", "p95 ms"], lat_rows),

@@ -157,8 +157,12 @@ def train(
     listeners: list[Callable[[dict], None]] | None = None,
     store: RunStore | None = None,
     bundle: DataBundle | None = None,
+    callbacks: list[Any] | None = None,
 ) -> Run:
     """Train ``task`` on ``data`` and return the run. Raises SuiteError subclasses for user mistakes.
+
+    ``callbacks`` are extra Keras callbacks, run after the trainer's own (a benchmark's mid-epoch snapshots,
+    a user's logging); checkpointing, budgets and stop requests stay the trainer's.
 
     ``resume`` continues a run folder (or name) from its last finished epoch; without it, a run whose
     derived name matches an unfinished run is resumed too, so rerunning a killed command continues it.
@@ -231,6 +235,7 @@ def train(
             return _train_in_folder(
                 task, source, config, options, run=run, chief=chief, strategy=strategy,
                 choice=choice, precision=precision, hw=hw, events=events, resumed=resumed, bundle=bundle,
+                extra_callbacks=list(callbacks or []),
             )
     finally:
         if worker_tmp is not None:
@@ -238,7 +243,7 @@ def train(
 
 
 def _train_in_folder(task, source, config, options, *, run, chief, strategy, choice, precision, hw,
-                     events, resumed, bundle):
+                     events, resumed, bundle, extra_callbacks):
     import keras
     import tensorflow as tf
 
@@ -345,6 +350,7 @@ def _train_in_folder(task, source, config, options, *, run, chief, strategy, cho
                                            total_steps=config.epochs * steps_per_epoch if steps_per_epoch else None))
             events.emit("message", text=f"time budget {config.time_budget_minutes:g} min ({spent / 60:.1f} spent "
                                         f"before): at most {config.epochs} epochs, the learning rate decays over it")
+        callbacks += extra_callbacks
         run.file("STOP").unlink(missing_ok=True)
         try:
             with _StopSignal(monitor):

@@ -168,3 +168,30 @@ def test_budgeted_schedule_follows_progress_not_steps():
     assert float(schedule(500)) == pytest.approx(0.505)
     schedule.progress.assign(1.0)
     assert float(schedule(20)) == pytest.approx(0.01)
+
+
+def test_extra_keras_callbacks_run_beside_the_trainers_own(tmp_path):
+    """A caller's callback sees every batch and may end training; the run still completes with its history."""
+    import keras
+
+    from suite.runstore import RunStore
+    from suite.trainer import TrainOptions, train
+
+    class StopAfterTwoEpochs(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.batches, self.epochs = 0, 0
+
+        def on_train_batch_end(self, batch, logs=None):
+            self.batches += 1
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.epochs += 1
+            self.model.stop_training = self.epochs == 2
+
+    extra = StopAfterTwoEpochs()
+    run = train("tabular_classification", "sample", {"epochs": 5}, name="extra", store=RunStore(tmp_path),
+                options=TrainOptions(tensorboard=False), callbacks=[extra])
+    assert run.status == "completed" and run.info["epochs_done"] == 2
+    assert extra.epochs == 2 and extra.batches > 2
+    assert len(list(run.history())) == 2
