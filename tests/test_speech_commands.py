@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from suite.errors import DataSourceError, InputError
+from suite.errors import ConfigError, DataSourceError, InputError
 from suite.testing import PluginTestSuite
 
 RATE, CLIP = 16000, 16000
@@ -184,7 +184,8 @@ def commands_folder(tmp_path):
 def test_folder_layout_honours_lists_and_adds_unknown_and_silence(task, commands_folder):
     from suite.data import parse_source
 
-    cfg = task.make_config({"words": "yes,no", "unknown_fraction": 0.5, "silence_fraction": 0.5})
+    cfg = task.make_config({"words": "yes,no", "unknown_fraction": 0.5, "silence_fraction": 0.5,
+                            "synthetic_voices": 0})
     b = task.load_data(parse_source(str(commands_folder)), cfg)
     assert b.meta["class_names"] == ["no", "yes", "_silence_", "_unknown_"]
     counts = b.meta["class_counts"]
@@ -208,7 +209,8 @@ def test_folder_without_lists_gets_a_seeded_split_and_unknown_word_errors(task, 
 
     (commands_folder / "validation_list.txt").unlink()
     (commands_folder / "testing_list.txt").unlink()
-    b = task.load_data(parse_source(str(commands_folder)), task.make_config({"val_fraction": 0.2, "test_fraction": 0.2}))
+    b = task.load_data(parse_source(str(commands_folder)), task.make_config({"val_fraction": 0.2, "test_fraction": 0.2,
+                                                                                     "synthetic_voices": 0}))
     assert b.meta["class_names"] == ["bed", "no", "yes", "_silence_"]
     assert b.counts["test"] >= 6 and b.counts["val"] >= 6
     with pytest.raises(DataSourceError, match="maybe"):
@@ -224,16 +226,17 @@ def test_csv_manifest_with_and_without_split(task, tmp_path):
             _write(tmp_path / "clips" / f"{label}{i}.flac", f + i, rate=22050)
             rows.append(f"clips/{label}{i}.flac,{label},{'test' if i < 2 else 'val' if i < 4 else 'train'}")
     (tmp_path / "m.csv").write_text("\n".join(rows) + "\n")
-    b = task.load_data(parse_source(str(tmp_path / "m.csv")), task.make_config())
+    plain = task.make_config({"synthetic_voices": 0})  # layout only: no synthetic voices in the counts
+    b = task.load_data(parse_source(str(tmp_path / "m.csv")), plain)
     assert b.meta["class_names"] == ["down", "up"] and b.counts == {"train": 16, "val": 4, "test": 4}
     x, y = next(iter(b.test))
     assert x.shape == (CLIP,) and abs(_peak_hz(np.asarray(x)) - (800 if int(y) == 0 else 400)) < 10
     (tmp_path / "n.csv").write_text("\n".join(r.rsplit(",", 1)[0] for r in rows[1:]) + "\n")  # no header, no split
-    b = task.load_data(parse_source(str(tmp_path / "n.csv")), task.make_config())
+    b = task.load_data(parse_source(str(tmp_path / "n.csv")), plain)
     assert sum(b.counts.values()) == 24 and b.counts["test"] >= 2
     (tmp_path / "bad.csv").write_text("clips/missing.wav,up\nclips/up0.flac,down\n")
     with pytest.raises(DataSourceError, match="not found"):
-        task.load_data(parse_source(str(tmp_path / "bad.csv")), task.make_config())
+        task.load_data(parse_source(str(tmp_path / "bad.csv")), plain)
 
 
 def test_tfds_offline_is_one_clear_line(task, monkeypatch):
@@ -437,3 +440,27 @@ def test_time_stretch_is_log_uniform_both_ways_and_training_only():
     assert ratio.min() >= 0.45 and ratio.max() <= 2.1  # scales within [1/2, 2]
     assert (ratio > 1.5).mean() > 0.15 and (ratio < 1 / 1.5).mean() > 0.15  # both ways, often
     assert abs(np.median(np.log(ratio))) < 0.15  # symmetric in log scale
+
+
+def test_synthetic_voices_join_the_training_split_only_and_are_cached(task, commands_folder, tmp_path, monkeypatch):
+    """Each word class gets N espeak-ng renditions in train; "_silence_"/"_unknown_", val and test get none."""
+    from suite.data import parse_source
+
+    monkeypatch.setenv("SUITE_CACHE_DIR", str(tmp_path / "cache"))
+    base = {"words": "yes,no", "unknown_fraction": 0.5, "silence_fraction": 0.5}
+    plain = task.load_data(parse_source(str(commands_folder)), task.make_config({**base, "synthetic_voices": 0}))
+    cfg = task.make_config({**base, "synthetic_voices": 3})
+    b = task.load_data(parse_source(str(commands_folder)), cfg)
+    assert b.meta["synthetic_train_examples"] == 6
+    assert b.meta["class_counts"]["train"] == [n + 3 * (i < 2) for i, n in enumerate(plain.meta["class_counts"]["train"])]
+    assert b.counts["val"] == plain.counts["val"] and b.counts["test"] == plain.counts["test"]
+    files = sorted((tmp_path / "cache").rglob("*.wav"))
+    assert len(files) == 6
+    waves = [sf.read(p)[0] for p in files]
+    assert all(0.1 * RATE < len(w) < RATE and np.abs(w).max() > 0.05 for w in waves)
+    assert len({w.tobytes() for w in waves}) == 6  # six different voices, not one clip copied
+    stamps = [p.stat().st_mtime_ns for p in files]
+    task.load_data(parse_source(str(commands_folder)), cfg)  # a second load reuses the cached clips
+    assert [p.stat().st_mtime_ns for p in files] == stamps
+    with pytest.raises(ConfigError, match="synthetic_voices"):
+        task.make_config({"synthetic_voices": -1})

@@ -237,5 +237,71 @@ def _write_sample(root: Path, voices: int = len(VOICES), words: tuple[str, ...] 
         "not real speech. Regenerated automatically if deleted.\n")
 
 
+# Synthetic voices for training: many espeak-ng speakers (accent x voice variant x rate x pitch) saying a class's
+# name, added to a user's training split. Training keyword spotters on synthesized speech beside recorded speech
+# helps most when the recordings come from few speakers.
+VOICE_ACCENTS = ("en-us", "en", "en-gb-scotland", "en-029", "en-gb-x-rp", "en-us-nyc", "en-gb-x-gbclan",
+                 "en-gb-x-gbcwmd")
+VOICE_VARIANTS = ("m1", "m2", "m3", "m4", "m5", "m6", "m7", "f1", "f2", "f3", "f4", "f5", "klatt", "klatt2", "klatt3",
+                  "Alex", "Andy", "Annie", "adam", "anika", "aunty", "belinda", "benjamin", "caleb", "david", "ed",
+                  "edward", "grandma", "grandpa", "ian", "john", "linda", "max", "michel", "norbert")
+VOICES_VERSION = "v1"
+
+
+def speakable(name: str) -> str | None:
+    """The text espeak-ng should say for a class name, or None for "_silence_"/"_unknown_" and empty names."""
+    text = name.replace("_", " ").replace("-", " ").strip()
+    return None if not text or name.startswith("_") else text
+
+
+def voice_clips(words: list[str], per_word: int, sample_rate: int) -> dict[str, list[str]]:
+    """``per_word`` synthetic renditions of each word (cached; written once by a fresh interpreter so that the
+    files do not depend on what this process said before); {word: [wav paths]}."""
+    root = cache_dir() / f"speech_voices_{VOICES_VERSION}_{sample_rate}"
+    out: dict[str, list[str]] = {}
+    todo = []
+    for word in words:
+        folder = root / _slug(word)
+        paths = [folder / f"{i:04d}.wav" for i in range(per_word)]
+        if not all(p.is_file() for p in paths):
+            todo.append(word)
+        out[word] = [str(p) for p in paths]
+    if todo:
+        root.mkdir(parents=True, exist_ok=True)
+        cmd = [sys.executable, "-m", "plugins.speech_commands.sample", "--voices", str(root), str(per_word),
+               str(sample_rate), "\x1f".join(todo)]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
+        if proc.returncode != 0:
+            tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+            raise DataSourceError(f"could not synthesise training voices with espeak-ng: {tail}")
+    return out
+
+
+def _slug(word: str) -> str:
+    import hashlib
+
+    safe = "".join(c if c.isalnum() else "-" for c in word.lower())[:40]
+    return f"{safe}-{hashlib.sha1(word.encode()).hexdigest()[:8]}"
+
+
+def _write_voices(root: Path, per_word: int, sample_rate: int, words: list[str]) -> None:
+    import soundfile as sf
+
+    for word in words:
+        folder = root / _slug(word)
+        folder.mkdir(parents=True, exist_ok=True)
+        rng = np.random.default_rng(int.from_bytes(_slug(word).encode()[-8:], "little"))
+        for i in range(per_word):
+            voice = f"{VOICE_ACCENTS[rng.integers(len(VOICE_ACCENTS))]}+{VOICE_VARIANTS[rng.integers(len(VOICE_VARIANTS))]}"
+            rate, pitch = int(rng.integers(110, 230)), int(rng.integers(15, 85))
+            wave = synthesize(speakable(word) or word, voice, rate, pitch, sample_rate=sample_rate)
+            tmp = folder / f".{i:04d}.{os.getpid()}.wav.tmp"  # processes may fill the cache at once
+            sf.write(tmp, np.clip(wave, -1, 1), sample_rate, subtype="PCM_16", format="WAV")
+            os.replace(tmp, folder / f"{i:04d}.wav")
+
+
 if __name__ == "__main__":
-    _write_sample(Path(sys.argv[1]), int(sys.argv[2]), tuple(sys.argv[3].split(",")))
+    if sys.argv[1] == "--voices":
+        _write_voices(Path(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5].split("\x1f"))
+    else:
+        _write_sample(Path(sys.argv[1]), int(sys.argv[2]), tuple(sys.argv[3].split(",")))
