@@ -31,10 +31,11 @@ NAME = "translation_curve"
 PLOT = DOCS / "bench_translation_curve.png"
 PLOT_QUICK = DOCS / "bench_translation_curve_quick.png"  # quick runs never overwrite the full figure
 SNAPSHOTS = 6
+DEFAULT_MINUTES = {True: 1.5, False: 12.0}  # quick, full
 
 
 def _settings(quick: bool) -> dict:
-    minutes = float(os.environ.get("BENCH_CURVE_MINUTES", 1.5 if quick else 12))
+    minutes = float(os.environ.get("BENCH_CURVE_MINUTES", DEFAULT_MINUTES[quick]))
     return {"train_examples": 8_000 if quick else 0, "eval_pairs": 100 if quick else 500, "budget_minutes": minutes}
 
 
@@ -121,6 +122,8 @@ def render(data: dict) -> str:
         ylabel=f"BLEU, first {s['eval_pairs']} test pairs", title="spa-eng: BLEU against training time")
     rows = [[name, p["seconds"], p["step"], p["bleu"], p["chrf"]]
             for name, pts in (("suite", suite["points"]), ("recipe", recipe["points"])) for p in pts]
+    minutes = s["budget_minutes"]
+    env = f"BENCH_CURVE_MINUTES={minutes:g} " if minutes != DEFAULT_MINUTES[quick] else ""
     data_desc = f"the first {s['train_examples']:,} pairs of" if s["train_examples"] else "all of"
     return "\n".join([
         "## Translation: quality against training time" + (" — quick" if quick else ""),
@@ -131,8 +134,8 @@ def render(data: dict) -> str:
         "(saving not counted) and scored afterwards. The suite runs its default configuration with "
         f"`time_budget_minutes={s['budget_minutes']:g}` (the learning rate decays over the budget; its time "
         "includes its per-epoch validation); the recipe runs as published until the budget stops it.",
-        f"Command: `python -m bench.run --only translation_curve{' --quick' if quick else ' --full'}` "
-        f"(`BENCH_CURVE_MINUTES` sets the budget). Machine: {data['machine']}.",
+        f"Command: `{env}python -m bench.run --only translation_curve{' --quick' if quick else ' --full'}` "
+        f"(`BENCH_CURVE_MINUTES` sets the budget; default {DEFAULT_MINUTES[quick]:g}). Machine: {data['machine']}.",
         "",
         f"![BLEU against training time]({plot.name})",
         "",
