@@ -464,3 +464,15 @@ def test_synthetic_voices_join_the_training_split_only_and_are_cached(task, comm
     assert [p.stat().st_mtime_ns for p in files] == stamps
     with pytest.raises(ConfigError, match="synthetic_voices"):
         task.make_config({"synthetic_voices": -1})
+
+
+def test_synthetic_voices_failure_is_one_line_naming_the_way_out(monkeypatch, tmp_path):
+    import subprocess
+
+    from plugins.speech_commands import sample
+
+    monkeypatch.setenv("SUITE_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(subprocess, "run", lambda *a, **k: subprocess.CompletedProcess(a, 1, "", "no espeak\n"))
+    with pytest.raises(DataSourceError) as err:
+        sample.voice_clips(["yes"], 2, RATE)
+    assert "synthetic_voices=0" in str(err.value) and "\n" not in str(err.value)

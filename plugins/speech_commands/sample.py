@@ -273,7 +273,8 @@ def voice_clips(words: list[str], per_word: int, sample_rate: int) -> dict[str, 
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
         if proc.returncode != 0:
             tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-            raise DataSourceError(f"could not synthesise training voices with espeak-ng: {tail}")
+            raise DataSourceError(f"could not synthesise training voices with espeak-ng ({tail}); set "
+                                  "synthetic_voices=0 to train on the recorded clips alone")
     return out
 
 
