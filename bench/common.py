@@ -95,6 +95,11 @@ def save_results(name: str, data: dict) -> Path:
     return path
 
 
+def load_results(name: str) -> dict:
+    """What ``save_results(name, ...)`` wrote (a module's ``--render`` redraws its section from it)."""
+    return json.loads((RESULTS / f"{name}.json").read_text())
+
+
 def md_table(header: list[str], rows: list[list[Any]]) -> str:
     def fmt(v):
         if isinstance(v, float):

@@ -26,6 +26,7 @@ from bench.common import (
     DOCS,
     batched_accuracy,
     latency_stats,
+    load_results,
     machine,
     md_table,
     peak_rss_mb,
@@ -98,10 +99,9 @@ def refresh_baselines(name: str = "speech_commands") -> str:
     """Retrain only the recipe for every protocol of saved results (recorded clips only, as ``run`` now does),
     keep the suite's figures, and redraw the section: ``python -m bench.speech_commands --refresh-baselines``."""
     os.environ.setdefault("SUITE_PLUGINS", "speech_commands")
-    from bench.common import RESULTS
     from suite.registry import get
 
-    results = json.loads((RESULTS / f"{name}.json").read_text())
+    results = load_results(name)
     task = get("speech_commands")
     files = fsdd_files(shared_data("fsdd", "recordings"))
     work = Path(tempfile.mkdtemp(prefix="bench-speech-"))
@@ -320,8 +320,6 @@ if __name__ == "__main__":
         write_doc()
         print(section)
     elif "--render" in sys.argv:
-        from bench.common import RESULTS
-
-        print(render(json.loads((RESULTS / "speech_commands.json").read_text())))
+        print(render(load_results("speech_commands")))
     else:
         print(run(quick="--full" not in sys.argv))

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.common import RESULTS, machine, md_table, peak_rss_mb, save_results, shared_data
+from bench.common import RESULTS, load_results, machine, md_table, peak_rss_mb, save_results, shared_data
 
 NAME = "translation"
 BATCH = 50
@@ -234,6 +234,6 @@ if __name__ == "__main__":
     import sys
 
     if "--render" in sys.argv:  # redraw the section from the last saved result, without training
-        print(render(json.loads((RESULTS / f"{NAME}.json").read_text())))
+        print(render(load_results(NAME)))
     else:
         print(run(quick="--quick" in sys.argv))

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from bench.common import (
     DOCS,
+    load_results,
     machine,
     md_table,
     plot_accuracy_curves,
@@ -148,11 +149,6 @@ if __name__ == "__main__":
     import sys
 
     if "--render" in sys.argv:
-        import json
-
-        from bench.common import RESULTS
-
-        name = NAME + ("_quick" if "--quick" in sys.argv else "")
-        print(render(json.loads((RESULTS / f"{name}.json").read_text())))
+        print(render(load_results(NAME + ("_quick" if "--quick" in sys.argv else ""))))
     else:
         print(run(quick="--full" not in sys.argv))
