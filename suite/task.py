@@ -18,6 +18,7 @@ from suite.config import TaskConfig
 from suite.errors import InputError
 
 if TYPE_CHECKING:
+    from suite.export.signatures import PortableGraph
     import keras
     import tensorflow as tf
 
@@ -161,6 +162,17 @@ class Task:
         from suite.export.signatures import default_serving_signatures
 
         return default_serving_signatures(self, model, meta)
+
+    def portable_graph(self, model: keras.Model, meta: dict) -> PortableGraph | None:
+        """The model with numeric inputs, for TFLite and ONNX when its raw-input graph needs string ops.
+
+        LiteRT's builtin ops and ONNX have no regex, lowercasing or string hash tables, so a model that
+        tokenizes strings inside cannot be carried as it is. A task returns a ``PortableGraph`` (a function of
+        numeric inputs that computes the same probabilities, and the one-line encoder from the raw input,
+        e.g. a text's UTF-8 bytes); the export carries it and verifies it on the same raw examples as the
+        other formats. ``None`` (the default): TFLite and ONNX carry the raw-input graph.
+        """
+        return None
 
     # ---- helpers -------------------------------------------------------------------------------
     @classmethod

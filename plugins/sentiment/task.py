@@ -407,3 +407,9 @@ class SentimentTask(ClassificationTask):
 
     def export_limits(self) -> dict[str, str]:
         return {}
+
+    def portable_graph(self, model, meta):
+        """TFLite and ONNX take the text's UTF-8 bytes: the tokenizer is rebuilt in integer ops."""
+        from plugins.sentiment.byte_tokenizer import portable_graph
+
+        return portable_graph(model)

@@ -99,6 +99,7 @@ def export_run(run_ref, formats: str | list[str] = "all", quantize: str = "none"
     limits = dict(task.export_limits() or {})
     reports: dict[str, dict] = {}
     signatures = None
+    portable: list = []  # task.portable_graph(), computed once, when a numeric format is asked for
     for fmt in fmts:
         fmt_quant = quantize if fmt == "tflite" else "none"
         base = {"format": fmt, "task": task.name, "run": run.name, "quantize": fmt_quant}
@@ -110,14 +111,18 @@ def export_run(run_ref, formats: str | list[str] = "all", quantize: str = "none"
         try:
             if signatures is None and fmt in ("saved_model", "tflite", "onnx"):
                 signatures = task.serving_signatures(model, meta)
-            carried = _carried(task, model, signatures) if fmt in ("tflite", "onnx") else None
+            if fmt in ("tflite", "onnx") and not portable:
+                portable.append(task.portable_graph(model, meta))
+            graph = portable[0] if fmt in ("tflite", "onnx") else None
+            carried = (graph.for_format(fmt) if graph else _carried(task, model, signatures)) \
+                if fmt in ("tflite", "onnx") else None
         except Exception as err:
             reports[fmt] = {**base, "supported": False,
                             "reason": f"{fmt}: no serving signature: {one_line(err)}; use keras"}
             continue
         reports[fmt] = _export_one(fmt, run, task, model, meta, held, base, signatures=signatures,
                                    carried=carried, quantize=fmt_quant, calibration=calibration,
-                                   data_note=data_note, other_quantize=quantize, say=say)
+                                   data_note=data_note, other_quantize=quantize, say=say, portable=graph)
     return reports
 
 
@@ -232,8 +237,20 @@ def _label(y):
     return int(arr.reshape(-1)[0]) if arr.size else None
 
 
+def _encoded(calibration, names: list[str], portable):
+    """The calibration generator with each example turned into the portable graph's inputs."""
+    if calibration is None or portable is None:
+        return calibration
+
+    def encoded():
+        for args in calibration():
+            yield list(portable.encode(dict(zip(names, args, strict=True))).values())
+
+    return encoded
+
+
 def _export_one(fmt, run, task, model, meta, held, base, *, signatures, carried, quantize, calibration,
-                data_note, other_quantize, say) -> dict:
+                data_note, other_quantize, say, portable=None) -> dict:
     exports = run.exports_dir
     final = exports / fmt
     try:
@@ -243,13 +260,15 @@ def _export_one(fmt, run, task, model, meta, held, base, *, signatures, carried,
     try:
         try:
             path, notes = BUILDERS[fmt](model, tmp, signatures=signatures, carried=carried, quantize=quantize,
-                                        calibration=calibration)
+                                        calibration=_encoded(calibration, held.names, portable))
         except (SuiteError, OSError):
             raise
         except Exception as err:  # converters raise many types; the reason line carries the message
             reason = f"{fmt} conversion failed: {_short(err)}; use {_fallback(fmt, quantize, err)}"
             say(f"{fmt}: not exported: {reason}")
             return {**base, "supported": False, "reason": reason}
+        if portable is not None:
+            notes.insert(0, portable.note)
         if other_quantize != "none" and fmt != "tflite":
             notes.append(f"quantization {other_quantize!r} applies to tflite only; this export is float")
         if data_note:
@@ -260,7 +279,10 @@ def _export_one(fmt, run, task, model, meta, held, base, *, signatures, carried,
                 verification = verify_keras_fresh(task, path, held)
             else:
                 output_key = "probabilities" if task.output_kind == "classes" else "translation"
-                verification = verify_runner(task, load_runner(fmt, path, output_key=output_key), held)
+                runner = load_runner(fmt, path, output_key=output_key)
+                if portable is not None:  # the same raw examples, encoded as a device app would
+                    runner = _through(portable.encode, runner)
+                verification = verify_runner(task, runner, held)
         except Exception as err:
             short = _short(err).replace(f"{tmp}{os.sep}", "")
             reason = f"{fmt} was written but cannot run here: {short}; use {FALLBACK[fmt]}"
@@ -278,6 +300,13 @@ def _export_one(fmt, run, task, model, meta, held, base, *, signatures, carried,
                           "any previous export of this format is unchanged") from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _through(encode, runner):
+    def run_encoded(feed):
+        return runner(encode(feed))
+
+    return run_encoded
 
 
 def _write_side_files(folder: Path, run, task, meta: dict) -> None:

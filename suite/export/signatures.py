@@ -8,9 +8,33 @@ override :meth:`suite.task.Task.serving_signatures`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from suite.errors import ExportError
+
+
+@dataclass
+class PortableGraph:
+    """A model as a function of numeric inputs, for runtimes without string ops (LiteRT builtins, ONNX).
+
+    ``function``: a ``tf.function`` with an ``input_signature`` of numeric tensors, returning
+    ``{"probabilities": ...}``. ``encode``: one raw feed ``{input_name: batch-of-one array}`` to the
+    function's feed (what a device app does before calling the file). ``note``: one line for the report
+    naming the inputs and how to make them. ``onnx_function``: the same computation for ONNX where its
+    converter needs another form (e.g. recurrent loops unrolled); ``function`` when None.
+    """
+
+    function: Any
+    encode: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
+    note: str
+    onnx_function: Any = None
+
+    def for_format(self, fmt: str):
+        return self.onnx_function if fmt == "onnx" and self.onnx_function is not None else self.function
 
 
 def input_specs(model) -> list:

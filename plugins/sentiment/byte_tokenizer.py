@@ -1,0 +1,286 @@
+"""The model's tokenizer in numeric ops over UTF-8 bytes, for runtimes without string ops (LiteRT builtins, ONNX).
+
+``standardize_text`` + whitespace split + the vocabulary lookup of ``TextVectorization`` need string kernels
+(regex, lower, split, hash tables) that LiteRT's builtin ops and ONNX lack. This module computes the same token
+ids from the text's UTF-8 bytes with integer ops only (compare, cumsum, segment sums, gathers):
+
+- lowercase ASCII and Latin-1 letters (other scripts' capitals are left as they are);
+- control characters, NEL, U+2028/U+2029 and ``<br>``/``<br />`` tags (up to four spaces inside) are spaces;
+- ``n't`` and the clitics ``'s 're 've 'll 'd 'm`` (before a non-word character) start a token, every
+  punctuation character of ``standardize_text`` is a token of its own, whitespace separates tokens;
+- each token's bytes are hashed with two position-weighted sums (exact in int32: no overflow for tokens of up
+  to ``MAX_TOKEN_BYTES`` bytes; longer tokens are out of vocabulary) and looked up by binary search in the
+  vocabulary's sorted 60-bit keys, which are stored in the file (12 bytes a word).
+
+The export verifies the result against the Keras model on held-out text (top-1 agreement), so any place where
+this and the regex tokenizer part shows up there.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+MAX_TOKEN_BYTES = 64
+PUNCTUATION = b"!\"#$%&()*+,-./:;<=>?@[\\]^_`{|}~"
+CLITICS = (b"s", b"re", b"ve", b"ll", b"d", b"m")
+BR_MAX_SPACES = 4
+OOV_ID, PAD_ID = 1, 0
+_SEED = 20261129
+
+
+def _weights() -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(_SEED)
+    return (rng.integers(1, 2**15, MAX_TOKEN_BYTES, dtype=np.int64),
+            rng.integers(1, 2**15, MAX_TOKEN_BYTES, dtype=np.int64))
+
+
+def token_key(token: bytes) -> int | None:
+    """A token's 60-bit key (what the graph computes from its bytes), or None when it is too long to look up."""
+    if not token or len(token) > MAX_TOKEN_BYTES:
+        return None
+    w1, w2 = _weights()
+    b = np.frombuffer(token, dtype=np.uint8).astype(np.int64)
+    return int(b @ w1[: len(b)]) * 2**30 + int(b @ w2[: len(b)])
+
+
+def vocabulary_table(vocabulary: list[str]) -> tuple[np.ndarray, np.ndarray, int]:
+    """Sorted keys and their token ids for ``TextVectorization.get_vocabulary()`` (id 0 padding, 1 OOV).
+
+    Returns ``(keys int64 [V], ids int32 [V], unreachable)``: words too long to look up, or whose key another
+    word already took (none in practice; counted so the export can say so), are left out.
+    """
+    keys: dict[int, int] = {}
+    unreachable = 0
+    for index, word in enumerate(vocabulary):
+        if index <= OOV_ID:
+            continue
+        key = token_key(word.encode("utf-8"))
+        if key is None or key in keys:
+            unreachable += 1
+            continue
+        keys[key] = index
+    order = sorted(keys)
+    if not order:  # an empty table cannot be searched; this key is never produced (no token hashes to 0)
+        order, keys = [0], {0: OOV_ID}
+    return (np.array(order, dtype=np.int64), np.array([keys[k] for k in order], dtype=np.int32), unreachable)
+
+
+def encode(texts, length: int | None = None) -> np.ndarray:
+    """Texts -> their UTF-8 bytes as a ``uint8 [batch, length]`` array padded with 0 (what the device feeds)."""
+    raw = [t.encode("utf-8", "replace") if isinstance(t, str) else bytes(t) for t in texts]
+    width = max([len(r) for r in raw] + [1]) if length is None else length
+    out = np.zeros((len(raw), width), dtype=np.uint8)
+    for i, r in enumerate(raw):
+        r = r[:width]
+        out[i, : len(r)] = np.frombuffer(r, dtype=np.uint8)
+    return out
+
+
+def _shift(x, k: int):
+    """``x[:, i + k]`` for every i (k < 0 looks back), zero (False) past the ends."""
+    import tensorflow as tf
+
+    if k == 0:
+        return x
+    pad = tf.zeros([tf.shape(x)[0], abs(k)], x.dtype)
+    if k > 0:  # pad first, then cut: texts shorter than k still keep their length
+        return tf.concat([x, pad], axis=1)[:, k:]
+    return tf.concat([pad, x], axis=1)[:, : tf.shape(x)[1]]
+
+
+def _matches(b, pattern: bytes, offset: int = 0):
+    """Where ``pattern`` starts at position i + offset."""
+    import tensorflow as tf
+
+    hit = None
+    for k, byte in enumerate(pattern):
+        eq = tf.equal(_shift(b, k + offset), byte)
+        hit = eq if hit is None else tf.logical_and(hit, eq)
+    return hit
+
+
+def _any(b, values):
+    import tensorflow as tf
+
+    out = None
+    for v in values:
+        eq = tf.equal(b, v)
+        out = eq if out is None else tf.logical_or(out, eq)
+    return out
+
+
+def _in_range(b, lo: int, hi: int):
+    import tensorflow as tf
+
+    return tf.logical_and(tf.greater_equal(b, lo), tf.less_equal(b, hi))
+
+
+def token_ids(data, keys: np.ndarray, ids: np.ndarray, sequence_length: int):
+    """UTF-8 bytes ``[B, L]`` (0-padded) -> token ids ``[B, sequence_length]`` int64, as ``TextVectorization`` gives."""
+    import tensorflow as tf
+
+    b = tf.cast(data, tf.int32)
+    # lowercase: ASCII, and Latin-1 capitals (C3 80..C3 9E except the multiplication sign C3 97)
+    prev = _shift(b, -1)
+    upper = tf.logical_or(_in_range(b, 65, 90),
+                          tf.logical_and(tf.logical_and(tf.equal(prev, 0xC3), _in_range(b, 0x80, 0x9E)),
+                                         tf.not_equal(b, 0x97)))
+    b = tf.where(upper, b + 32, b)
+    # spaces: control characters and space (padding 0 included), DEL, NEL (C2 85), U+2028/9 (E2 80 A8/A9)
+    space = tf.logical_or(tf.less_equal(b, 0x20), tf.equal(b, 0x7F))
+    for pattern in (b"\xc2\x85", b"\xe2\x80\xa8", b"\xe2\x80\xa9"):
+        for k in range(len(pattern)):
+            space = tf.logical_or(space, _matches(b, pattern, -k))
+    b = tf.where(space, 0x20, b)
+    # <br>, <br/>, <br />: spaces (after the control characters, as in standardize_text)
+    for spaces in range(BR_MAX_SPACES + 1):
+        for slash in (b"", b"/"):
+            pattern = b"<br" + b" " * spaces + slash + b">"
+            for k in range(len(pattern)):
+                space = tf.logical_or(space, _matches(b, pattern, -k))
+    b = tf.where(space, 0x20, b)
+
+    def word(x):  # RE2's ASCII \w after lowercasing
+        return tf.logical_or(tf.logical_or(_in_range(x, 48, 57), _in_range(x, 97, 122)), tf.equal(x, 95))
+
+    nt = tf.logical_and(_matches(b, b"n't"), tf.logical_not(word(_shift(b, 3))))
+    clitic = None
+    for alt in CLITICS:
+        after = _shift(b, 1 + len(alt))
+        hit = tf.logical_and(_matches(b, b"'" + alt),
+                             tf.logical_not(tf.logical_and(word(after), tf.logical_not(_shift(nt, 1 + len(alt))))))
+        clitic = hit if clitic is None else tf.logical_or(clitic, hit)
+    punct = _any(b, PUNCTUATION)
+    filled = tf.logical_not(space)
+    start = tf.logical_and(filled, tf.reduce_any(tf.stack([
+        tf.logical_not(_shift(filled, -1)), _shift(punct, -1), punct, nt, clitic]), axis=0))
+
+    # token index of every byte; bytes of tokens past sequence_length and spaces go to an overflow slot
+    slots = sequence_length + 1
+    index = tf.cumsum(tf.cast(start, tf.int32), axis=1) - 1
+    index = tf.where(filled, tf.minimum(index, sequence_length), sequence_length)
+    batch = tf.shape(b)[0]
+    length = tf.shape(b)[1]
+    segment = index + tf.range(batch)[:, None] * slots
+    flat_segment = tf.reshape(segment, [-1])
+    n_segments = batch * slots
+    position = tf.broadcast_to(tf.range(length)[None, :], tf.shape(b))
+    # each token has one start byte, so a segment sum finds where it starts (ONNX has no segment min)
+    first = tf.math.unsorted_segment_sum(tf.reshape(tf.where(start, position, 0), [-1]), flat_segment,
+                                         n_segments)
+    offset = position - tf.reshape(tf.gather(first, flat_segment), tf.shape(b))
+    w1, w2 = _weights()
+    slot = tf.minimum(offset, MAX_TOKEN_BYTES - 1)
+    values = tf.where(filled, b, 0)
+    h1 = tf.math.unsorted_segment_sum(tf.reshape(values * tf.gather(tf.constant(w1, tf.int32), slot), [-1]),
+                                      flat_segment, n_segments)
+    h2 = tf.math.unsorted_segment_sum(tf.reshape(values * tf.gather(tf.constant(w2, tf.int32), slot), [-1]),
+                                      flat_segment, n_segments)
+    size = tf.math.unsorted_segment_sum(tf.reshape(tf.cast(filled, tf.int32), [-1]), flat_segment, n_segments)
+    h1 = tf.reshape(h1, [batch, slots])[:, :sequence_length]
+    h2 = tf.reshape(h2, [batch, slots])[:, :sequence_length]
+    size = tf.reshape(size, [batch, slots])[:, :sequence_length]
+    key = tf.cast(h1, tf.int64) * (2**30) + tf.cast(h2, tf.int64)
+
+    # binary search: lo = first index whose key >= the token's
+    table = tf.constant(keys, tf.int64)
+    n = len(keys)
+    lo = tf.zeros_like(h1)
+    hi = tf.fill(tf.shape(h1), n)
+    for _ in range(math.ceil(math.log2(n + 1))):
+        mid = (lo + hi) // 2
+        below = tf.less(tf.gather(table, tf.minimum(mid, n - 1)), key)
+        lo = tf.where(below, mid + 1, lo)
+        hi = tf.where(below, hi, mid)
+    at = tf.minimum(lo, n - 1)
+    found = tf.logical_and(tf.equal(tf.gather(table, at), key), size <= MAX_TOKEN_BYTES)
+    out = tf.where(found, tf.gather(tf.constant(ids, tf.int32), at), OOV_ID)
+    out = tf.where(size > 0, out, PAD_ID)
+    return tf.cast(out, tf.int64)
+
+
+def portable_graph(model):
+    """The model from UTF-8 bytes, or None when its tokenizer is not one this module reproduces.
+
+    Reproduced: one ``TextVectorization`` in ``int`` mode with ``standardize_text``, whitespace split and a
+    fixed ``output_sequence_length`` (the cnn, bilstm, transformer and ensemble models). TF-IDF n-gram models
+    and KerasHub presets keep their string graph. The function takes one text (batch 1: recurrent layers
+    need a static batch to become LiteRT's builtin loop).
+    """
+    import keras
+    import tensorflow as tf
+
+    from suite.export.signatures import PortableGraph
+
+    vectorizers = [layer for layer in model.layers if isinstance(layer, keras.layers.TextVectorization)]
+    if len(vectorizers) != 1:
+        return None
+    vec = vectorizers[0]
+    cfg = vec.get_config()
+    standardize = cfg.get("standardize")
+    if (cfg.get("output_mode") != "int" or cfg.get("split") != "whitespace" or cfg.get("ngrams")
+            or not cfg.get("output_sequence_length") or "standardize_text" not in str(standardize)):
+        return None
+    sequence_length = int(cfg["output_sequence_length"])
+    vocabulary = vec.get_vocabulary()
+    keys, ids, unreachable = vocabulary_table(vocabulary)
+    core = keras.Model(vec.output, model.output, name=f"{model.name}_from_token_ids")
+
+    def carried(network):
+        @tf.function(input_signature=[tf.TensorSpec([1, None], tf.uint8, name="text_utf8")])
+        def probabilities(text_utf8):
+            ids_ = token_ids(text_utf8, keys, ids, sequence_length)
+            return {"probabilities": tf.cast(network(ids_, training=False), tf.float32)}
+
+        return probabilities
+
+    unrolled = _unrolled(core)
+
+    name = model.inputs[0].name.split(":")[0] if model.inputs else "text"
+
+    def encode_feed(feed):
+        value = np.asarray(feed[name] if name in feed else next(iter(feed.values()))).reshape(-1)
+        item = value[0] if value.size else b""
+        return {"text_utf8": encode([item.decode("utf-8", "replace") if isinstance(item, bytes) else str(item)])}
+
+    note = (f"input text_utf8: the text's UTF-8 bytes, uint8 [1, length] (one text a call, any length; the first "
+            f"{sequence_length} tokens are read); the tokenizer runs inside in integer builtin ops "
+            f"({len(keys):,}-word hashed vocabulary"
+            + (f", {unreachable} words longer than {MAX_TOKEN_BYTES} bytes unreachable" if unreachable else "")
+            + "; ASCII and Latin-1 letters lowercased), see docs/EXPORT.md")
+    return PortableGraph(function=carried(core), encode=encode_feed, note=note,
+                         onnx_function=carried(unrolled) if unrolled is not core else None)
+
+
+def _unrolled(core):
+    """The same network with recurrent layers unrolled over the fixed sequence length, weights copied.
+
+    A Keras 3 LSTM's loop becomes TensorList ops that tf2onnx cannot lower; unrolled, it is plain matmuls
+    (the weights are shared, so the file does not grow). LiteRT keeps the loop: its WHILE op is builtin,
+    and the unrolled graph ran 2.6x slower there and failed its int8 calibration.
+    """
+    import keras
+
+    recurrent = (keras.layers.LSTM, keras.layers.GRU, keras.layers.SimpleRNN)
+
+    def unroll(config: dict) -> dict:
+        return {**config, "config": {**config["config"], "unroll": True}}
+
+    def clone(layer):
+        cfg = layer.get_config()
+        if isinstance(layer, keras.layers.Bidirectional):
+            cfg = {**cfg, "layer": unroll(cfg["layer"])}
+            if cfg.get("backward_layer"):
+                cfg["backward_layer"] = unroll(cfg["backward_layer"])
+            return type(layer).from_config(cfg)
+        if isinstance(layer, recurrent):
+            return type(layer).from_config({**cfg, "unroll": True})
+        return type(layer).from_config(cfg)
+
+    if not any(isinstance(layer, (*recurrent, keras.layers.Bidirectional)) for layer in core.layers):
+        return core
+    copy = keras.models.clone_model(core, clone_function=clone)
+    copy.set_weights(core.get_weights())
+    return copy
