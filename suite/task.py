@@ -18,11 +18,11 @@ from suite.config import TaskConfig
 from suite.errors import InputError
 
 if TYPE_CHECKING:
-    from suite.export.signatures import PortableGraph
     import keras
     import tensorflow as tf
 
     from suite.data import DataBundle, DataSource
+    from suite.export.signatures import PortableGraph
 
 INPUT_KINDS = ("image", "text", "audio", "table")
 _ABSTRACT = ("load_data", "build_model", "decode_input", "build_inputs", "build_backbone")

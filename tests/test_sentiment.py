@@ -295,3 +295,32 @@ def test_examples_have_expected_labels(task):
     examples = task.examples(meta)
     assert {e.expected for e in examples} == {"negative", "positive"}
     assert all(isinstance(e.value, str) and e.value for e in examples)
+
+
+def test_ensemble_exports_to_int8_tflite_and_onnx_from_utf8_bytes(task, tmp_path, monkeypatch):
+    """The default model kind (CNN + BiLSTM) through the portable graph: raw text in, as UTF-8 bytes."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    from suite.export import export_run
+    from suite.trainer import TrainOptions, train
+
+    monkeypatch.setenv("SUITE_HOME", str(tmp_path))
+    run = train(task, "sample", {"model": "ensemble", "epochs": 2, "max_tokens": 2000, "sequence_length": 24,
+                                 "embedding_dim": 32, "hidden_units": 16, "learning_rate": 1e-2},
+                options=TrainOptions(tensorboard=False))
+    assert run.status == "completed"
+    reports = {**export_run(run, formats="onnx", examples=40),
+               **export_run(run, formats="tflite", quantize="int8", examples=40)}
+    for fmt, rep in reports.items():
+        assert rep["supported"], (fmt, rep.get("reason"))
+        assert rep["notes"][0].startswith("input text_utf8: the text's UTF-8 bytes"), rep["notes"]
+        assert rep["verification"]["top1_agreement"] >= 0.95, (fmt, rep["verification"])
+    assert reports["onnx"]["verification"]["max_abs_diff"] < 1e-4  # float: the tokenizer is exact
+    runner = Interpreter(model_path=reports["tflite"]["path"]).get_signature_runner("carried")
+    names = run.meta["class_names"]
+    for text, label in (("A warm, funny and beautifully acted film. I loved it!", "positive"),
+                        ("The plot is dull and the acting is painfully bad.", "negative")):
+        data = np.frombuffer(text.encode("utf-8"), dtype=np.uint8)[None]
+        probs = runner(text_utf8=data)["probabilities"][0]
+        keras_probs = np.asarray(run.load_model()(np.array([text], dtype=object)))[0]
+        assert names[int(np.argmax(probs))] == names[int(np.argmax(keras_probs))] == label

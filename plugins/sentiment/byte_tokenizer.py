@@ -4,7 +4,8 @@
 (regex, lower, split, hash tables) that LiteRT's builtin ops and ONNX lack. This module computes the same token
 ids from the text's UTF-8 bytes with integer ops only (compare, cumsum, segment sums, gathers):
 
-- lowercase ASCII and Latin-1 letters (other scripts' capitals are left as they are);
+- lowercase ASCII, Latin-1, Latin Extended-A, Greek and Cyrillic letters (other scripts' capitals are left
+  as they are);
 - control characters, NEL, U+2028/U+2029 and ``<br>``/``<br />`` tags (up to four spaces inside) are spaces;
 - ``n't`` and the clitics ``'s 're 've 'll 'd 'm`` (before a non-word character) start a token, every
   punctuation character of ``standardize_text`` is a token of its own, whitespace separates tokens;
@@ -117,17 +118,46 @@ def _in_range(b, lo: int, hi: int):
     return tf.logical_and(tf.greater_equal(b, lo), tf.less_equal(b, hi))
 
 
+# Two-byte capitals: (lead byte, first, last continuation byte, parity, change of the continuation byte, new
+# lead byte or 0). Latin-1, Latin Extended-A, Greek and Cyrillic; the rare capitals whose lowercase changes
+# length or block (U+0130, U+013F, U+0178) are left as they are.
+CAPITALS = (
+    (0xC3, 0x80, 0x96, None, 0x20, 0), (0xC3, 0x98, 0x9E, None, 0x20, 0),
+    (0xC4, 0x80, 0xAF, 0, 1, 0), (0xC4, 0xB2, 0xB7, 0, 1, 0), (0xC4, 0xB9, 0xBE, 1, 1, 0),
+    (0xC5, 0x81, 0x88, 1, 1, 0), (0xC5, 0x8A, 0xB7, 0, 1, 0), (0xC5, 0xB9, 0xBE, 1, 1, 0),
+    (0xCE, 0x86, 0x86, None, 0x26, 0), (0xCE, 0x88, 0x8A, None, 0x25, 0), (0xCE, 0x8C, 0x8C, None, 0, 0xCF),
+    (0xCE, 0x8E, 0x8F, None, -1, 0xCF), (0xCE, 0x91, 0x9F, None, 0x20, 0), (0xCE, 0xA0, 0xA1, None, -0x20, 0xCF),
+    (0xCE, 0xA3, 0xAB, None, -0x20, 0xCF),
+    (0xD0, 0x80, 0x8F, None, 0x10, 0xD1), (0xD0, 0x90, 0x9F, None, 0x20, 0), (0xD0, 0xA0, 0xAF, None, -0x20, 0xD1),
+)
+
+
+def _lowercase(b):
+    """ASCII and the two-byte capitals of ``CAPITALS`` to lowercase, byte by byte (UTF-8 stays valid)."""
+    import tensorflow as tf
+
+    prev, nxt = _shift(b, -1), _shift(b, 1)
+    out = tf.where(_in_range(b, 65, 90), b + 32, b)
+    def capital(cont, lo, hi, parity):
+        h = _in_range(cont, lo, hi)
+        return h if parity is None else tf.logical_and(h, tf.equal(cont % 2, parity))
+
+    for lead, lo, hi, parity, delta, new_lead in CAPITALS:
+        def hit(cont, lo=lo, hi=hi, parity=parity):
+            return capital(cont, lo, hi, parity)
+
+        if delta:
+            out = tf.where(tf.logical_and(tf.equal(prev, lead), hit(b)), b + delta, out)
+        if new_lead:
+            out = tf.where(tf.logical_and(tf.equal(b, lead), hit(nxt)), new_lead, out)
+    return out
+
+
 def token_ids(data, keys: np.ndarray, ids: np.ndarray, sequence_length: int):
     """UTF-8 bytes ``[B, L]`` (0-padded) -> token ids ``[B, sequence_length]`` int64, as ``TextVectorization`` gives."""
     import tensorflow as tf
 
-    b = tf.cast(data, tf.int32)
-    # lowercase: ASCII, and Latin-1 capitals (C3 80..C3 9E except the multiplication sign C3 97)
-    prev = _shift(b, -1)
-    upper = tf.logical_or(_in_range(b, 65, 90),
-                          tf.logical_and(tf.logical_and(tf.equal(prev, 0xC3), _in_range(b, 0x80, 0x9E)),
-                                         tf.not_equal(b, 0x97)))
-    b = tf.where(upper, b + 32, b)
+    b = _lowercase(tf.cast(data, tf.int32))
     # spaces: control characters and space (padding 0 included), DEL, NEL (C2 85), U+2028/9 (E2 80 A8/A9)
     space = tf.logical_or(tf.less_equal(b, 0x20), tf.equal(b, 0x7F))
     for pattern in (b"\xc2\x85", b"\xe2\x80\xa8", b"\xe2\x80\xa9"):
@@ -172,7 +202,8 @@ def token_ids(data, keys: np.ndarray, ids: np.ndarray, sequence_length: int):
                                          n_segments)
     offset = position - tf.reshape(tf.gather(first, flat_segment), tf.shape(b))
     w1, w2 = _weights()
-    slot = tf.minimum(offset, MAX_TOKEN_BYTES - 1)
+    # (the overflow slot sums several tokens' starts: its offsets are meaningless, and its sums are dropped)
+    slot = tf.clip_by_value(offset, 0, MAX_TOKEN_BYTES - 1)
     values = tf.where(filled, b, 0)
     h1 = tf.math.unsorted_segment_sum(tf.reshape(values * tf.gather(tf.constant(w1, tf.int32), slot), [-1]),
                                       flat_segment, n_segments)
@@ -249,7 +280,7 @@ def portable_graph(model):
             f"{sequence_length} tokens are read); the tokenizer runs inside in integer builtin ops "
             f"({len(keys):,}-word hashed vocabulary"
             + (f", {unreachable} words longer than {MAX_TOKEN_BYTES} bytes unreachable" if unreachable else "")
-            + "; ASCII and Latin-1 letters lowercased), see docs/EXPORT.md")
+            + "; Latin, Greek and Cyrillic letters lowercased), see docs/EXPORT.md")
     return PortableGraph(function=carried(core), encode=encode_feed, note=note,
                          onnx_function=carried(unrolled) if unrolled is not core else None)
 
