@@ -6,12 +6,13 @@ ids from the text's UTF-8 bytes with integer ops only (compare, cumsum, segment 
 
 - lowercase ASCII, Latin-1, Latin Extended-A, Greek and Cyrillic letters (other scripts' capitals are left
   as they are);
-- control characters, NEL, U+2028/U+2029 and ``<br>``/``<br />`` tags (up to four spaces inside) are spaces;
+- control characters, NEL, U+2028/U+2029 and ``<br>``, ``<br/>``, ``<br />``, ``<br >`` tags are spaces;
 - ``n't`` and the clitics ``'s 're 've 'll 'd 'm`` (before a non-word character) start a token, every
   punctuation character of ``standardize_text`` is a token of its own, whitespace separates tokens;
-- each token's bytes are hashed with two position-weighted sums (exact in int32: no overflow for tokens of up
-  to ``MAX_TOKEN_BYTES`` bytes; longer tokens are out of vocabulary) and looked up by binary search in the
-  vocabulary's sorted 60-bit keys, which are stored in the file (12 bytes a word).
+- each token's bytes are hashed with two position-weighted sums, each below 2**24 for tokens of up to
+  ``MAX_TOKEN_BYTES`` bytes (longer tokens are out of vocabulary), so they are exact in int32 and in float32
+  alike (int64 keys near 2**54 were compared wrongly in the ONNX file, tf2onnx 1.17 with onnxruntime), and
+  looked up by binary search in the vocabulary's sorted key pairs, which are stored in the file (12 bytes a word).
 
 The export verifies the result against the Keras model on held-out text (top-1 agreement), so any place where
 this and the regex tokenizer part shows up there.
@@ -26,33 +27,36 @@ import numpy as np
 MAX_TOKEN_BYTES = 64
 PUNCTUATION = b"!\"#$%&()*+,-./:;<=>?@[\\]^_`{|}~"
 CLITICS = (b"s", b"re", b"ve", b"ll", b"d", b"m")
-BR_MAX_SPACES = 4
+BR_MAX_SPACES = 1  # IMDb writes <br />; each more space allowed costs graph size
 OOV_ID, PAD_ID = 1, 0
 _SEED = 20261129
 
 
+WEIGHT_LIMIT = 2**24 // (255 * MAX_TOKEN_BYTES)  # 1028: a sum of 64 bytes times a weight stays below 2**24
+
+
 def _weights() -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(_SEED)
-    return (rng.integers(1, 2**15, MAX_TOKEN_BYTES, dtype=np.int64),
-            rng.integers(1, 2**15, MAX_TOKEN_BYTES, dtype=np.int64))
+    return (rng.integers(1, WEIGHT_LIMIT, MAX_TOKEN_BYTES, dtype=np.int64),
+            rng.integers(1, WEIGHT_LIMIT, MAX_TOKEN_BYTES, dtype=np.int64))
 
 
-def token_key(token: bytes) -> int | None:
-    """A token's 60-bit key (what the graph computes from its bytes), or None when it is too long to look up."""
+def token_key(token: bytes) -> tuple[int, int] | None:
+    """A token's key pair (what the graph computes from its bytes), or None when it is too long to look up."""
     if not token or len(token) > MAX_TOKEN_BYTES:
         return None
     w1, w2 = _weights()
     b = np.frombuffer(token, dtype=np.uint8).astype(np.int64)
-    return int(b @ w1[: len(b)]) * 2**30 + int(b @ w2[: len(b)])
+    return int(b @ w1[: len(b)]), int(b @ w2[: len(b)])
 
 
 def vocabulary_table(vocabulary: list[str]) -> tuple[np.ndarray, np.ndarray, int]:
     """Sorted keys and their token ids for ``TextVectorization.get_vocabulary()`` (id 0 padding, 1 OOV).
 
-    Returns ``(keys int64 [V], ids int32 [V], unreachable)``: words too long to look up, or whose key another
-    word already took (none in practice; counted so the export can say so), are left out.
+    Returns ``(keys int32 [V, 2], ids int32 [V], unreachable)``, keys sorted: words too long to look up, or
+    whose key another word already took (none in practice; counted so the export can say so), are left out.
     """
-    keys: dict[int, int] = {}
+    keys: dict[tuple[int, int], int] = {}
     unreachable = 0
     for index, word in enumerate(vocabulary):
         if index <= OOV_ID:
@@ -64,8 +68,9 @@ def vocabulary_table(vocabulary: list[str]) -> tuple[np.ndarray, np.ndarray, int
         keys[key] = index
     order = sorted(keys)
     if not order:  # an empty table cannot be searched; this key is never produced (no token hashes to 0)
-        order, keys = [0], {0: OOV_ID}
-    return (np.array(order, dtype=np.int64), np.array([keys[k] for k in order], dtype=np.int32), unreachable)
+        order, keys = [(0, 0)], {(0, 0): OOV_ID}
+    return (np.array(order, dtype=np.int32).reshape(-1, 2), np.array([keys[k] for k in order], dtype=np.int32),
+            unreachable)
 
 
 def encode(texts, length: int | None = None) -> np.ndarray:
@@ -89,27 +94,6 @@ def _shift(x, k: int):
     if k > 0:  # pad first, then cut: texts shorter than k still keep their length
         return tf.concat([x, pad], axis=1)[:, k:]
     return tf.concat([pad, x], axis=1)[:, : tf.shape(x)[1]]
-
-
-def _matches(b, pattern: bytes, offset: int = 0):
-    """Where ``pattern`` starts at position i + offset."""
-    import tensorflow as tf
-
-    hit = None
-    for k, byte in enumerate(pattern):
-        eq = tf.equal(_shift(b, k + offset), byte)
-        hit = eq if hit is None else tf.logical_and(hit, eq)
-    return hit
-
-
-def _any(b, values):
-    import tensorflow as tf
-
-    out = None
-    for v in values:
-        eq = tf.equal(b, v)
-        out = eq if out is None else tf.logical_or(out, eq)
-    return out
 
 
 def _in_range(b, lo: int, hi: int):
@@ -153,36 +137,84 @@ def _lowercase(b):
     return out
 
 
+def _table(members) -> np.ndarray:
+    """A 256-entry 0/1 table of byte values: one gather classifies every byte."""
+    table = np.zeros(256, np.int32)
+    table[list(members)] = 1
+    return table
+
+
+_WORD = _table([*range(48, 58), *range(97, 123), 95])  # RE2's ASCII \w after lowercasing
+_PUNCT = _table(PUNCTUATION)
+_SPACE = _table([*range(0x21), 0x7F])  # control characters, space (and the padding 0), DEL
+
+
+class _Shifts:
+    """A byte tensor and its shifted copies, each made once: pattern tests share them (a smaller graph)."""
+
+    def __init__(self, b):
+        self.b = b
+        self._at: dict[int, object] = {}
+
+    def at(self, k: int):
+        if k not in self._at:
+            self._at[k] = _shift(self.b, k)
+        return self._at[k]
+
+    def match(self, pattern: bytes):
+        """Where ``pattern`` starts."""
+        import tensorflow as tf
+
+        hit = None
+        for k, byte in enumerate(pattern):
+            eq = tf.equal(self.at(k), byte)
+            hit = eq if hit is None else tf.logical_and(hit, eq)
+        return hit
+
+    def covered(self, pattern: bytes):
+        """Every byte inside a match of ``pattern``."""
+        import tensorflow as tf
+
+        start = self.match(pattern)
+        out = start
+        for k in range(1, len(pattern)):
+            out = tf.logical_or(out, _shift(start, -k))
+        return out
+
+
+def _is(table: np.ndarray, x):
+    import tensorflow as tf
+
+    return tf.equal(tf.gather(tf.constant(table), x), 1)
+
+
 def token_ids(data, keys: np.ndarray, ids: np.ndarray, sequence_length: int):
     """UTF-8 bytes ``[B, L]`` (0-padded) -> token ids ``[B, sequence_length]`` int64, as ``TextVectorization`` gives."""
     import tensorflow as tf
 
     b = _lowercase(tf.cast(data, tf.int32))
     # spaces: control characters and space (padding 0 included), DEL, NEL (C2 85), U+2028/9 (E2 80 A8/A9)
-    space = tf.logical_or(tf.less_equal(b, 0x20), tf.equal(b, 0x7F))
+    shifts = _Shifts(b)
+    space = _is(_SPACE, b)
     for pattern in (b"\xc2\x85", b"\xe2\x80\xa8", b"\xe2\x80\xa9"):
-        for k in range(len(pattern)):
-            space = tf.logical_or(space, _matches(b, pattern, -k))
+        space = tf.logical_or(space, shifts.covered(pattern))
     b = tf.where(space, 0x20, b)
-    # <br>, <br/>, <br />: spaces (after the control characters, as in standardize_text)
+    # <br>, <br/>, <br />, <br >: spaces (after the control characters, as in standardize_text)
+    shifts = _Shifts(b)
     for spaces in range(BR_MAX_SPACES + 1):
         for slash in (b"", b"/"):
-            pattern = b"<br" + b" " * spaces + slash + b">"
-            for k in range(len(pattern)):
-                space = tf.logical_or(space, _matches(b, pattern, -k))
+            space = tf.logical_or(space, shifts.covered(b"<br" + b" " * spaces + slash + b">"))
     b = tf.where(space, 0x20, b)
+    shifts = _Shifts(b)
 
-    def word(x):  # RE2's ASCII \w after lowercasing
-        return tf.logical_or(tf.logical_or(_in_range(x, 48, 57), _in_range(x, 97, 122)), tf.equal(x, 95))
-
-    nt = tf.logical_and(_matches(b, b"n't"), tf.logical_not(word(_shift(b, 3))))
+    nt = tf.logical_and(shifts.match(b"n't"), tf.logical_not(_is(_WORD, shifts.at(3))))
     clitic = None
     for alt in CLITICS:
-        after = _shift(b, 1 + len(alt))
-        hit = tf.logical_and(_matches(b, b"'" + alt),
-                             tf.logical_not(tf.logical_and(word(after), tf.logical_not(_shift(nt, 1 + len(alt))))))
+        after = 1 + len(alt)
+        hit = tf.logical_and(shifts.match(b"'" + alt), tf.logical_not(
+            tf.logical_and(_is(_WORD, shifts.at(after)), tf.logical_not(_shift(nt, after)))))
         clitic = hit if clitic is None else tf.logical_or(clitic, hit)
-    punct = _any(b, PUNCTUATION)
+    punct = _is(_PUNCT, b)
     filled = tf.logical_not(space)
     start = tf.logical_and(filled, tf.reduce_any(tf.stack([
         tf.logical_not(_shift(filled, -1)), _shift(punct, -1), punct, nt, clitic]), axis=0))
@@ -213,20 +245,22 @@ def token_ids(data, keys: np.ndarray, ids: np.ndarray, sequence_length: int):
     h1 = tf.reshape(h1, [batch, slots])[:, :sequence_length]
     h2 = tf.reshape(h2, [batch, slots])[:, :sequence_length]
     size = tf.reshape(size, [batch, slots])[:, :sequence_length]
-    key = tf.cast(h1, tf.int64) * (2**30) + tf.cast(h2, tf.int64)
 
-    # binary search: lo = first index whose key >= the token's
-    table = tf.constant(keys, tf.int64)
+    # binary search: lo = first index whose key pair is >= the token's (compared as (first, second))
+    first_keys, second_keys = tf.constant(keys[:, 0], tf.int32), tf.constant(keys[:, 1], tf.int32)
     n = len(keys)
     lo = tf.zeros_like(h1)
     hi = tf.fill(tf.shape(h1), n)
     for _ in range(math.ceil(math.log2(n + 1))):
         mid = (lo + hi) // 2
-        below = tf.less(tf.gather(table, tf.minimum(mid, n - 1)), key)
+        at = tf.minimum(mid, n - 1)
+        k1, k2 = tf.gather(first_keys, at), tf.gather(second_keys, at)
+        below = tf.logical_or(tf.less(k1, h1), tf.logical_and(tf.equal(k1, h1), tf.less(k2, h2)))
         lo = tf.where(below, mid + 1, lo)
         hi = tf.where(below, hi, mid)
     at = tf.minimum(lo, n - 1)
-    found = tf.logical_and(tf.equal(tf.gather(table, at), key), size <= MAX_TOKEN_BYTES)
+    found = tf.logical_and(tf.logical_and(tf.equal(tf.gather(first_keys, at), h1),
+                                          tf.equal(tf.gather(second_keys, at), h2)), size <= MAX_TOKEN_BYTES)
     out = tf.where(found, tf.gather(tf.constant(ids, tf.int32), at), OOV_ID)
     out = tf.where(size > 0, out, PAD_ID)
     return tf.cast(out, tf.int64)
@@ -260,7 +294,8 @@ def portable_graph(model):
     core = keras.Model(vec.output, model.output, name=f"{model.name}_from_token_ids")
 
     def carried(network):
-        @tf.function(input_signature=[tf.TensorSpec([1, None], tf.uint8, name="text_utf8")])
+        # autograph off: the Python loops here build the graph on purpose (and converting them takes seconds)
+        @tf.function(input_signature=[tf.TensorSpec([1, None], tf.uint8, name="text_utf8")], autograph=False)
         def probabilities(text_utf8):
             ids_ = token_ids(text_utf8, keys, ids, sequence_length)
             return {"probabilities": tf.cast(network(ids_, training=False), tf.float32)}
