@@ -25,7 +25,7 @@ import numpy as np
 from bench.common import (
     DOCS,
     batched_accuracy,
-    latency_stats,
+    interleaved_latency,
     load_results,
     machine,
     md_table,
@@ -221,19 +221,7 @@ def run(quick: bool = True, epochs: int | None = None, protocols: list[str] | No
         out.unlink()
     results["protocols"] = {p: results["protocols"][p] for p in protocols}
 
-    # ---- latency of one example, through the three paths ------------------------------------------------------
-    predictor = Predictor(last_run)
-    raw = files[0][0].read_bytes()
-    x = predictor.decode(raw)[None]
-    model = predictor.model
-    repeats = 50 if quick else 200
-    lat = {
-        "Predictor.predict (decode + forward + postprocess)": latency_stats(lambda: predictor.predict([raw]),
-                                                                             repeats=repeats),
-        "compiled forward (predictor.forward)": latency_stats(lambda: predictor.forward(x), repeats=repeats),
-        "model.predict": latency_stats(lambda: model.predict(x, verbose=0), warmup=3, repeats=max(10, repeats // 5)),
-    }
-    results["latency_seconds"] = lat
+    results["latency_seconds"] = latency(Predictor(last_run), files[0][0].read_bytes(), quick=quick)
     results["peak_rss_mb"] = peak_rss_mb()
     save_results("speech_commands" + ("_experiment" if config else "") + ("_quick" if quick else "")
                  + ("_" + "_".join(protocols) if subset else ""), results)
@@ -301,11 +289,51 @@ def render(results: dict) -> str:
         *([f"Test accuracy against training time, each epoch's weights scored on the test split ({plot.name}; the "
            "table's suite figure is the best-by-validation epoch's):", "", f"![accuracy against training time]"
            f"({plot.name})", ""] if plot else []),
-        "Single-example latency (one 1-s clip; last trained model):",
+        "Single-example latency (one 1-s clip; last trained model"
+        + (f"; {results['latency_note']}" if results.get("latency_note") else "") + "):",
         "",
         md_table(["path", "p50 ms", "p95 ms"], lat_rows),
         "",
+        *([f"Suite path / raw forward: {ratio:.2f}x; model.predict / suite path: {slow:.1f}x.", ""]
+          if (ratio := _ratio(results, 0, 1)) and (slow := _ratio(results, 2, 0)) else []),
     ])
+
+
+def _ratio(results: dict, a: int, b: int) -> float | None:
+    rows = list(results.get("latency_seconds", {}).values())
+    return rows[a]["p50"] / rows[b]["p50"] if len(rows) > max(a, b) and rows[b]["p50"] else None
+
+
+def latency(predictor, raw: bytes, *, quick: bool) -> dict:
+    """One clip through the three paths, in alternating rounds (the machine's load hits them alike)."""
+    x = predictor.decode(raw)[None]
+    model = predictor.model
+    repeats = 10 if quick else 40
+    return interleaved_latency({
+        "Predictor.predict (decode + forward + postprocess)": (lambda: predictor.predict([raw]), repeats),
+        "compiled forward (predictor.forward)": (lambda: predictor.forward(x), repeats),
+        "model.predict": (lambda: model.predict(x, verbose=0), max(3, repeats // 5)),
+    }, rounds=5 if quick else 10)
+
+
+def refresh_latency(run_dir: str) -> str:
+    """Re-measure the latency table on a finished run of the default model, keeping every other figure."""
+    import datetime
+
+    from suite.predictor import Predictor
+    from suite.runstore import RunStore
+
+    results = load_results("speech_commands")
+    run = RunStore(Path(run_dir).parent).get(Path(run_dir).name)
+    clip = sorted((shared_data("fsdd", "recordings") or Path(".")).glob("*.wav"))[:1]
+    if not clip:
+        raise SystemExit("shared data `fsdd/recordings/` not found (set SUITE_SHARED_DATA)")
+    results["latency_seconds"] = latency(Predictor(run), clip[0].read_bytes(), quick=False)
+    results["latency_note"] = (f"re-measured {datetime.date.today().isoformat()} by `python -m bench.speech_commands "
+                               f"--refresh-latency RUN` on a run of the default model ({run.name}), paths in "
+                               "alternating rounds")
+    save_results("speech_commands", results)
+    return render(results)
 
 
 if __name__ == "__main__":
@@ -316,6 +344,14 @@ if __name__ == "__main__":
         from bench.common import RESULTS
         from bench.run import write_doc
 
+        (RESULTS / "speech_commands.md").write_text(section)
+        write_doc()
+        print(section)
+    elif "--refresh-latency" in sys.argv:
+        from bench.common import RESULTS
+        from bench.run import write_doc
+
+        section = refresh_latency(sys.argv[sys.argv.index("--refresh-latency") + 1])
         (RESULTS / "speech_commands.md").write_text(section)
         write_doc()
         print(section)
