@@ -249,6 +249,8 @@ def export(run_ref, fmt, quantize, examples, as_json):
         if ver.get("metric") is not None:
             bits.append(f"{ver['metric_name']} {ver['metric']:.4f} (keras {ver.get('keras_metric', float('nan')):.4f})")
         click.echo(f"{name:<12} {rep.get('path', '')}  " + ", ".join(bits))
+        for note in rep.get("notes", []):  # inputs, quantization choices, fallbacks: what a deployer must know
+            click.echo(f"{'':<12} - {note}")
 
 
 # ---- import-model ---------------------------------------------------------------------------------

@@ -452,6 +452,15 @@ def test_cli_prints_one_line_for_bad_format(image_run, capsys):
     assert err[-1].startswith("error: unknown export format 'pickle'")
 
 
+def test_cli_prints_each_export_with_its_notes(image_run, capsys):
+    from suite.cli import main
+
+    main(["export", str(image_run.path), "--format", "tflite", "--quantize", "dynamic", "--examples", "5"])
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("tflite") and "top-1 agreement" in out[0]
+    assert any(line.strip().startswith("- ") for line in out[1:]), out  # e.g. the names-stripped note
+
+
 def test_front_end_layers_are_the_weightless_preprocessing(registry):
     from suite.data import parse_source
     from suite.export.formats import front_end_layers
