@@ -298,14 +298,15 @@ def test_examples_have_expected_labels(task):
 
 
 def test_ensemble_exports_to_int8_tflite_and_onnx_from_utf8_bytes(task, tmp_path, monkeypatch):
-    """The default model kind (CNN + BiLSTM) through the portable graph: raw text in, as UTF-8 bytes."""
+    """Every vectorizer kind through the portable graph (TF-IDF bigrams, token ids, a BiLSTM): UTF-8 bytes in."""
     from ai_edge_litert.interpreter import Interpreter
 
     from suite.export import export_run
     from suite.trainer import TrainOptions, train
 
     monkeypatch.setenv("SUITE_HOME", str(tmp_path))
-    run = train(task, "sample", {"model": "ensemble", "epochs": 2, "max_tokens": 2000, "sequence_length": 24,
+    run = train(task, "sample", {"model": "ensemble", "ensemble_members": "tfidf_linear,cnn,bilstm", "epochs": 2,
+                                 "max_tokens": 2000, "sequence_length": 24,
                                  "embedding_dim": 32, "hidden_units": 16, "learning_rate": 1e-2},
                 options=TrainOptions(tensorboard=False))
     assert run.status == "completed"

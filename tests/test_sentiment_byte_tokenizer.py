@@ -129,3 +129,26 @@ def test_onnx_runs_the_tokenizer_exactly_with_a_large_vocabulary():
         want[0, : len(words)] = np.arange(start, start + len(words))
         np.testing.assert_array_equal(tokenize(data)["ids"].numpy(), want)
         np.testing.assert_array_equal(session.run(None, {"text_utf8": data})[0], want)
+
+
+def _tfidf_layer(texts, ngrams):
+    import keras
+
+    layer = keras.layers.TextVectorization(max_tokens=20000, standardize=standardize_text, ngrams=ngrams,
+                                           output_mode="tf_idf")
+    fast_adapt(layer, texts, ngrams=ngrams)
+    return layer
+
+
+@pytest.mark.parametrize("ngrams", [1, 2])
+def test_tfidf_vector_matches_text_vectorization(ngrams):
+    # (a pair longer than 64 bytes is out of vocabulary by design: the 64-x token is left out here)
+    texts = [t for t in TRICKY if "x" * 64 not in t] + ["a good movie", "not good at all , not good", "the the the"]
+    layer = _tfidf_layer(texts, ngrams)
+    keys, ids, _ = bt.vocabulary_table(layer.get_vocabulary())
+    idf = np.asarray(layer._lookup_layer.idf_weights_const)
+    probe = texts + ["unseen words and a good movie", "good movie good movie", ""]
+    for text in probe:
+        want = np.asarray(layer(np.array([text], dtype=object)))
+        got = bt.tfidf_vector(bt.encode([text]), keys, ids, idf, ngrams).numpy()
+        np.testing.assert_allclose(got, want, rtol=1e-6, err_msg=repr(text))

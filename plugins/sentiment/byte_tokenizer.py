@@ -14,7 +14,8 @@ ids from the text's UTF-8 bytes with integer ops only (compare, cumsum, segment 
   alike (int64 keys near 2**54 were compared wrongly in the ONNX file, tf2onnx 1.17 with onnxruntime), and
   looked up by binary search in the vocabulary's sorted key pairs, which are stored in the file (12 bytes a word).
 
-The export verifies the result against the Keras model on held-out text (top-1 agreement), so any place where
+``tfidf_vector`` builds ``output_mode="tf_idf"``'s vector from the same tokens (all of them) and word pairs
+(hashed from both words' bytes, as if written ``"a b"``). The export verifies the result against the Keras model on held-out text (top-1 agreement), so any place where
 this and the regex tokenizer part shows up there.
 """
 
@@ -59,7 +60,7 @@ def vocabulary_table(vocabulary: list[str]) -> tuple[np.ndarray, np.ndarray, int
     keys: dict[tuple[int, int], int] = {}
     unreachable = 0
     for index, word in enumerate(vocabulary):
-        if index <= OOV_ID:
+        if index <= OOV_ID and word in ("", "[UNK]"):  # padding and OOV (int mode), OOV (tf_idf mode)
             continue
         key = token_key(word.encode("utf-8"))
         if key is None or key in keys:
@@ -188,8 +189,12 @@ def _is(table: np.ndarray, x):
     return tf.equal(tf.gather(tf.constant(table), x), 1)
 
 
-def token_ids(data, keys: np.ndarray, ids: np.ndarray, sequence_length: int):
-    """UTF-8 bytes ``[B, L]`` (0-padded) -> token ids ``[B, sequence_length]`` int64, as ``TextVectorization`` gives."""
+def _hashes(data, sequence_length: int | None, bigrams: bool = False) -> dict:
+    """Key pairs and byte sizes of the first ``sequence_length`` (None: all) tokens of UTF-8 bytes ``[B, L]``.
+
+    With ``bigrams``, also the key pairs of each token joined to the one before by a space (``"a b"``, as
+    ``TextVectorization`` writes its n-grams), computed from the bytes of both: ``[B, sequence_length - 1]``.
+    """
     import tensorflow as tf
 
     b = _lowercase(tf.cast(data, tf.int32))
@@ -220,6 +225,8 @@ def token_ids(data, keys: np.ndarray, ids: np.ndarray, sequence_length: int):
         tf.logical_not(_shift(filled, -1)), _shift(punct, -1), punct, nt, clitic]), axis=0))
 
     # token index of every byte; bytes of tokens past sequence_length and spaces go to an overflow slot
+    if sequence_length is None:  # every token: a text of L bytes has at most L of them
+        sequence_length = tf.shape(b)[1]
     slots = sequence_length + 1
     index = tf.cumsum(tf.cast(start, tf.int32), axis=1) - 1
     index = tf.where(filled, tf.minimum(index, sequence_length), sequence_length)
@@ -242,11 +249,38 @@ def token_ids(data, keys: np.ndarray, ids: np.ndarray, sequence_length: int):
     h2 = tf.math.unsorted_segment_sum(tf.reshape(values * tf.gather(tf.constant(w2, tf.int32), slot), [-1]),
                                       flat_segment, n_segments)
     size = tf.math.unsorted_segment_sum(tf.reshape(tf.cast(filled, tf.int32), [-1]), flat_segment, n_segments)
-    h1 = tf.reshape(h1, [batch, slots])[:, :sequence_length]
-    h2 = tf.reshape(h2, [batch, slots])[:, :sequence_length]
-    size = tf.reshape(size, [batch, slots])[:, :sequence_length]
+    out = {"h1": tf.reshape(h1, [batch, slots])[:, :sequence_length],
+           "h2": tf.reshape(h2, [batch, slots])[:, :sequence_length],
+           "size": tf.reshape(size, [batch, slots])[:, :sequence_length]}
+    if bigrams:
+        # a byte of token t sits at offset len(t - 1) + 1 + its own offset in "t-1 t"; the first half of the
+        # pair's sum is token t - 1's own, plus the joining space at offset len(t - 1)
+        before = tf.maximum(flat_segment - 1, 0)
+        prev_size = tf.reshape(tf.gather(size, before), tf.shape(b))
+        shifted = tf.clip_by_value(prev_size + 1 + offset, 0, MAX_TOKEN_BYTES - 1)
+        w1c, w2c = tf.constant(w1, tf.int32), tf.constant(w2, tf.int32)
+        second1 = tf.math.unsorted_segment_sum(tf.reshape(values * tf.gather(w1c, shifted), [-1]), flat_segment,
+                                               n_segments)
+        second2 = tf.math.unsorted_segment_sum(tf.reshape(values * tf.gather(w2c, shifted), [-1]), flat_segment,
+                                               n_segments)
+        size_b = tf.reshape(size, [batch, slots])
+        space_slot = tf.clip_by_value(size_b[:, :-1], 0, MAX_TOKEN_BYTES - 1)
+        pair1 = (tf.reshape(h1, [batch, slots])[:, :-1] + 32 * tf.gather(w1c, space_slot)
+                 + tf.reshape(second1, [batch, slots])[:, 1:])
+        pair2 = (tf.reshape(h2, [batch, slots])[:, :-1] + 32 * tf.gather(w2c, space_slot)
+                 + tf.reshape(second2, [batch, slots])[:, 1:])
+        left, right = size_b[:, :-1], size_b[:, 1:]
+        out["pair_h1"] = pair1[:, : sequence_length - 1]
+        out["pair_h2"] = pair2[:, : sequence_length - 1]
+        # both tokens present; a pair longer than MAX_TOKEN_BYTES is out of vocabulary
+        out["pair_size"] = tf.where(tf.logical_and(left > 0, right > 0), left + 1 + right, 0)[:, : sequence_length - 1]
+    return out
 
-    # binary search: lo = first index whose key pair is >= the token's (compared as (first, second))
+def _lookup(h1, h2, size, keys: np.ndarray, ids: np.ndarray, oov: int):
+    """Vocabulary ids of key pairs by binary search (``oov`` when absent or too long)."""
+    import tensorflow as tf
+
+    # lo = first index whose key pair is >= the token's (compared as (first, second))
     first_keys, second_keys = tf.constant(keys[:, 0], tf.int32), tf.constant(keys[:, 1], tf.int32)
     n = len(keys)
     lo = tf.zeros_like(h1)
@@ -261,18 +295,58 @@ def token_ids(data, keys: np.ndarray, ids: np.ndarray, sequence_length: int):
     at = tf.minimum(lo, n - 1)
     found = tf.logical_and(tf.logical_and(tf.equal(tf.gather(first_keys, at), h1),
                                           tf.equal(tf.gather(second_keys, at), h2)), size <= MAX_TOKEN_BYTES)
-    out = tf.where(found, tf.gather(tf.constant(ids, tf.int32), at), OOV_ID)
-    out = tf.where(size > 0, out, PAD_ID)
-    return tf.cast(out, tf.int64)
+    return tf.where(found, tf.gather(tf.constant(ids, tf.int32), at), oov)
+
+
+def token_ids(data, keys: np.ndarray, ids: np.ndarray, sequence_length: int):
+    """UTF-8 bytes ``[B, L]`` (0-padded) -> token ids ``[B, sequence_length]`` int64, as ``TextVectorization`` gives."""
+    import tensorflow as tf
+
+    t = _hashes(data, sequence_length)
+    out = _lookup(t["h1"], t["h2"], t["size"], keys, ids, OOV_ID)
+    return tf.cast(tf.where(t["size"] > 0, out, PAD_ID), tf.int64)
+
+
+def tfidf_vector(data, keys: np.ndarray, ids: np.ndarray, idf: np.ndarray, ngrams: int):
+    """UTF-8 bytes ``[B, L]`` -> ``TextVectorization(output_mode="tf_idf")``'s vector ``[B, V]`` (term 0: OOV)."""
+    import tensorflow as tf
+
+    t = _hashes(data, None, bigrams=ngrams == 2)  # every token, as Keras counts them
+    terms = [(_lookup(t["h1"], t["h2"], t["size"], keys, ids, 0), t["size"] > 0)]
+    if ngrams == 2:
+        terms.append((_lookup(t["pair_h1"], t["pair_h2"], t["pair_size"], keys, ids, 0), t["pair_size"] > 0))
+    vocab = len(idf)
+    batch = tf.shape(data)[0]
+    counts = None
+    for term, present in terms:
+        segment = tf.reshape(term + tf.range(batch)[:, None] * vocab, [-1])
+        part = tf.math.unsorted_segment_sum(tf.reshape(tf.cast(present, tf.float32), [-1]), segment, batch * vocab)
+        counts = part if counts is None else counts + part
+    return tf.reshape(counts, [batch, vocab]) * tf.constant(idf, tf.float32)[None, :]
+
+
+def _reproducible(vec) -> dict | None:
+    """What the graph needs from one ``TextVectorization``, or None when this module cannot reproduce it."""
+    cfg = vec.get_config()
+    if cfg.get("split") != "whitespace" or "standardize_text" not in str(cfg.get("standardize")):
+        return None
+    ngrams = cfg.get("ngrams") or 1
+    keys, ids, unreachable = vocabulary_table(vec.get_vocabulary())
+    spec = {"keys": keys, "ids": ids, "unreachable": unreachable, "mode": cfg.get("output_mode")}
+    if spec["mode"] == "int" and ngrams == 1 and cfg.get("output_sequence_length"):
+        return {**spec, "sequence_length": int(cfg["output_sequence_length"])}
+    if spec["mode"] == "tf_idf" and ngrams in (1, 2):
+        return {**spec, "ngrams": ngrams, "idf": np.asarray(vec._lookup_layer.idf_weights_const, np.float32)}
+    return None
 
 
 def portable_graph(model):
     """The model from UTF-8 bytes, or None when its tokenizer is not one this module reproduces.
 
-    Reproduced: one ``TextVectorization`` in ``int`` mode with ``standardize_text``, whitespace split and a
-    fixed ``output_sequence_length`` (the cnn, bilstm, transformer and ensemble models). TF-IDF n-gram models
-    and KerasHub presets keep their string graph. The function takes one text (batch 1: recurrent layers
-    need a static batch to become LiteRT's builtin loop).
+    Reproduced: ``TextVectorization`` layers with ``standardize_text`` and whitespace split, in ``int`` mode
+    with a fixed ``output_sequence_length`` (cnn, bilstm, transformer) or in ``tf_idf`` mode with uni- or
+    bigrams (tfidf_linear, tfidf_mlp), and ensembles of them. KerasHub presets keep their string graph. The
+    function takes one text (batch 1: recurrent layers need a static batch to become LiteRT's builtin loop).
     """
     import keras
     import tensorflow as tf
@@ -280,25 +354,26 @@ def portable_graph(model):
     from suite.export.signatures import PortableGraph
 
     vectorizers = [layer for layer in model.layers if isinstance(layer, keras.layers.TextVectorization)]
-    if len(vectorizers) != 1:
+    specs = [_reproducible(vec) for vec in vectorizers]
+    if not specs or any(spec is None for spec in specs):
         return None
-    vec = vectorizers[0]
-    cfg = vec.get_config()
-    standardize = cfg.get("standardize")
-    if (cfg.get("output_mode") != "int" or cfg.get("split") != "whitespace" or cfg.get("ngrams")
-            or not cfg.get("output_sequence_length") or "standardize_text" not in str(standardize)):
-        return None
-    sequence_length = int(cfg["output_sequence_length"])
-    vocabulary = vec.get_vocabulary()
-    keys, ids, unreachable = vocabulary_table(vocabulary)
-    core = keras.Model(vec.output, model.output, name=f"{model.name}_from_token_ids")
+    outputs = [vec.output for vec in vectorizers]
+    core = keras.Model(outputs[0] if len(outputs) == 1 else outputs, model.output, name=f"{model.name}_from_bytes")
+
+    def features(data):
+        out = []
+        for spec in specs:
+            if spec["mode"] == "int":
+                out.append(token_ids(data, spec["keys"], spec["ids"], spec["sequence_length"]))
+            else:
+                out.append(tfidf_vector(data, spec["keys"], spec["ids"], spec["idf"], spec["ngrams"]))
+        return out[0] if len(out) == 1 else out
 
     def carried(network):
         # autograph off: the Python loops here build the graph on purpose (and converting them takes seconds)
         @tf.function(input_signature=[tf.TensorSpec([1, None], tf.uint8, name="text_utf8")], autograph=False)
         def probabilities(text_utf8):
-            ids_ = token_ids(text_utf8, keys, ids, sequence_length)
-            return {"probabilities": tf.cast(network(ids_, training=False), tf.float32)}
+            return {"probabilities": tf.cast(network(features(text_utf8), training=False), tf.float32)}
 
         return probabilities
 
@@ -311,10 +386,14 @@ def portable_graph(model):
         item = value[0] if value.size else b""
         return {"text_utf8": encode([item.decode("utf-8", "replace") if isinstance(item, bytes) else str(item)])}
 
-    note = (f"input text_utf8: the text's UTF-8 bytes, uint8 [1, length] (one text a call, any length; the first "
-            f"{sequence_length} tokens are read); the tokenizer runs inside in integer builtin ops "
-            f"({len(keys):,}-word hashed vocabulary"
-            + (f", {unreachable} words longer than {MAX_TOKEN_BYTES} bytes unreachable" if unreachable else "")
+    reads = [f"the first {spec['sequence_length']} tokens" if spec["mode"] == "int" else
+             f"TF-IDF of all its {'words and word pairs' if spec['ngrams'] == 2 else 'words'}" for spec in specs]
+    unreachable = sum(spec["unreachable"] for spec in specs)
+    sizes = " + ".join(f"{len(spec['keys']):,}" for spec in specs)
+    note = (f"input text_utf8: the text's UTF-8 bytes, uint8 [1, length] (one text a call, any length; "
+            f"{' and '.join(reads)} are read); the tokenizer runs inside in integer builtin ops "
+            f"({sizes}-term hashed vocabulary"
+            + (f", {unreachable} terms longer than {MAX_TOKEN_BYTES} bytes unreachable" if unreachable else "")
             + "; Latin, Greek and Cyrillic letters lowercased), see docs/EXPORT.md")
     return PortableGraph(function=carried(core), encode=encode_feed, note=note,
                          onnx_function=carried(unrolled) if unrolled is not core else None)
