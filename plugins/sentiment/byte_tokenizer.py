@@ -15,8 +15,8 @@ ids from the text's UTF-8 bytes with integer ops only (compare, cumsum, segment 
   looked up by binary search in the vocabulary's sorted key pairs, which are stored in the file (12 bytes a word).
 
 ``tfidf_vector`` builds ``output_mode="tf_idf"``'s vector from the same tokens (all of them) and word pairs
-(hashed from both words' bytes, as if written ``"a b"``). The export verifies the result against the Keras model on held-out text (top-1 agreement), so any place where
-this and the regex tokenizer part shows up there.
+(hashed from both words' bytes, as if written ``"a b"``). The export verifies the result against the Keras
+model on held-out text (top-1 agreement), so any place where this and the regex tokenizer part shows there.
 """
 
 from __future__ import annotations
