@@ -575,6 +575,9 @@ def export_tab(task, run: Run | None) -> None:
         for name, rep in reports.items():
             if rep.get("supported") is False:
                 st.warning(f"{name}: not exported: {rep.get('reason')}")
+            elif rep.get("notes"):  # e.g. what the file takes as input, quantization choices
+                with st.expander(f"{name}: inputs and how it was built"):
+                    st.markdown("\n".join(f"- {note}" for note in rep["notes"]))
     _download_buttons(run)
 
 

@@ -264,9 +264,10 @@ def test_model_deleted_after_it_was_selected_is_reported_on_predict(home, regist
 def test_export_tab_exports_or_says_clearly_why_not(home, registry_of):
     registry_of(tabular())
     at = open_page(app().run(), TAB)
-    at.multiselect(key=f"{TAB}:export:formats").set_value(["keras"])
+    at.multiselect(key=f"{TAB}:export:formats").set_value(["keras", "tflite"])
+    at.selectbox(key=f"{TAB}:export:quantize").set_value("dynamic")
     at.number_input(key=f"{TAB}:export:examples").set_value(10)
-    at.button(key=f"{TAB}:export:go").click().run(timeout=120)
+    at.button(key=f"{TAB}:export:go").click().run(timeout=180)
     no_exceptions(at)
     try:
         import suite.export  # noqa: F401
@@ -274,7 +275,10 @@ def test_export_tab_exports_or_says_clearly_why_not(home, registry_of):
         assert any("Export is not available" in e for e in texts(at.error))
     else:
         report = [d.value for d in at.dataframe if "format" in d.value.columns]
-        assert report and "keras" in list(report[0]["format"]), texts(at.error)
+        assert report and list(report[0]["format"]) == ["keras", "tflite"], texts(at.error)
+        # each report's notes (inputs, quantization choices) are on the page, not only in report.json
+        labels = [e.proto.label for e in at.get("expander")]
+        assert "tflite: inputs and how it was built" in labels, labels
     assert any("model.keras" in b.label for b in at.download_button)
 
 
