@@ -216,7 +216,8 @@ def render(data: dict) -> str:
             versus += f" BLEU: suite / recipe = **{suite['bleu'] / recipe['bleu']:.2f}x** (bar: 37, 1.25x)."
         if data.get("recipe_refreshed"):
             versus += (f" The recipe row was trained afterwards on the same machine and data by `python -m "
-                       f"bench.translation --refresh-recipe` ({data['recipe_refreshed']}).")
+                       f"bench.translation --refresh-recipe` ({data['recipe_refreshed']})"
+                       + (f"; {data['recipe_note']}" if data.get("recipe_note") else "") + ".")
     else:
         versus = (" The recipe was not rerun here (`BENCH_SKIP_RECIPE=1`; its 6 epochs take about an hour); the "
                   "quick mode runs both side by side.")

@@ -154,8 +154,8 @@ def test_long_file_is_capped_to_the_first_30_seconds(task, monkeypatch):
 
     raw = _encode(np.zeros(40 * 8000, np.float32) + 0.01, 8000)
     frames = []
-    real_read = sf.read
-    monkeypatch.setattr(sf, "read", lambda *a, **k: frames.append(k["frames"]) or real_read(*a, **k))
+    real_read = sf.SoundFile.read
+    monkeypatch.setattr(sf.SoundFile, "read", lambda self, *a, **k: frames.append(k["frames"]) or real_read(self, *a, **k))
     assert task.decode_input(raw, META).shape == (CLIP,)
     assert frames == [int(audio.MAX_READ_SECONDS * 8000)]
 
