@@ -319,9 +319,10 @@ def test_ensemble_exports_to_int8_tflite_and_onnx_from_utf8_bytes(task, tmp_path
     assert reports["onnx"]["verification"]["max_abs_diff"] < 1e-4  # float: the tokenizer is exact
     runner = Interpreter(model_path=reports["tflite"]["path"]).get_signature_runner("carried")
     names = run.meta["class_names"]
+    model = run.load_model()
     for text, label in (("A warm, funny and beautifully acted film. I loved it!", "positive"),
                         ("The plot is dull and the acting is painfully bad.", "negative")):
         data = np.frombuffer(text.encode("utf-8"), dtype=np.uint8)[None]
         probs = runner(text_utf8=data)["probabilities"][0]
-        keras_probs = np.asarray(run.load_model()(np.array([text], dtype=object)))[0]
+        keras_probs = np.asarray(model(np.array([text], dtype=object)))[0]
         assert names[int(np.argmax(probs))] == names[int(np.argmax(keras_probs))] == label

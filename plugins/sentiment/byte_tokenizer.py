@@ -128,13 +128,10 @@ def _lowercase(b):
         return h if parity is None else tf.logical_and(h, tf.equal(cont % 2, parity))
 
     for lead, lo, hi, parity, delta, new_lead in CAPITALS:
-        def hit(cont, lo=lo, hi=hi, parity=parity):
-            return capital(cont, lo, hi, parity)
-
         if delta:
-            out = tf.where(tf.logical_and(tf.equal(prev, lead), hit(b)), b + delta, out)
+            out = tf.where(tf.logical_and(tf.equal(prev, lead), capital(b, lo, hi, parity)), b + delta, out)
         if new_lead:
-            out = tf.where(tf.logical_and(tf.equal(b, lead), hit(nxt)), new_lead, out)
+            out = tf.where(tf.logical_and(tf.equal(b, lead), capital(nxt, lo, hi, parity)), new_lead, out)
     return out
 
 

@@ -34,6 +34,7 @@ __all__ = ["FORMATS", "QUANTIZE_MODES", "export_run", "parse_formats", "default_
 FALLBACK = {"keras": "saved_model", "saved_model": "keras", "tflite": "saved_model", "onnx": "saved_model"}
 CALIBRATION_EXAMPLES = 200
 EXPORTABLE_STATUSES = ("completed", "stopped", "interrupted")
+_UNSET = object()
 
 
 def parse_formats(formats: str | list[str] | tuple[str, ...]) -> list[str]:
@@ -99,7 +100,7 @@ def export_run(run_ref, formats: str | list[str] = "all", quantize: str = "none"
     limits = dict(task.export_limits() or {})
     reports: dict[str, dict] = {}
     signatures = None
-    portable: list = []  # task.portable_graph(), computed once, when a numeric format is asked for
+    portable: Any = _UNSET  # task.portable_graph(), computed once, when a numeric format is asked for
     for fmt in fmts:
         fmt_quant = quantize if fmt == "tflite" else "none"
         base = {"format": fmt, "task": task.name, "run": run.name, "quantize": fmt_quant}
@@ -111,11 +112,12 @@ def export_run(run_ref, formats: str | list[str] = "all", quantize: str = "none"
         try:
             if signatures is None and fmt in ("saved_model", "tflite", "onnx"):
                 signatures = task.serving_signatures(model, meta)
-            if fmt in ("tflite", "onnx") and not portable:
-                portable.append(task.portable_graph(model, meta))
-            graph = portable[0] if fmt in ("tflite", "onnx") else None
-            carried = (graph.for_format(fmt) if graph else _carried(task, model, signatures)) \
-                if fmt in ("tflite", "onnx") else None
+            graph = carried = None
+            if fmt in ("tflite", "onnx"):
+                if portable is _UNSET:
+                    portable = task.portable_graph(model, meta)
+                graph = portable
+                carried = graph.for_format(fmt) if graph else _carried(task, model, signatures)
         except Exception as err:
             reports[fmt] = {**base, "supported": False,
                             "reason": f"{fmt}: no serving signature: {one_line(err)}; use keras"}
