@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import sys
@@ -436,6 +437,8 @@ def main(argv=None) -> None:
             raise
         click.echo(f"error: unexpected {one_line(err)} (SUITE_DEBUG=1 shows the traceback)", err=True)
         sys.exit(EXIT_INTERNAL)
+    finally:
+        gc.collect()  # tear down tf.data iterators while Python is whole, not during shutdown (tensorflow#21277)
 
 
 if __name__ == "__main__":

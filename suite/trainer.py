@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import gc
 import hashlib
 import json
 import math
@@ -367,6 +368,11 @@ def _train_in_folder(task, source, config, options, *, run, chief, strategy, cho
             events.emit("run_end", status="stopped", message=msg)
             update(status="stopped", epochs_done=done, error=None)
             return run
+        finally:
+            # An epoch cut short (time budget, stop, divergence) leaves its tf.data iterator alive in a reference
+            # cycle; if the collector first meets it during interpreter shutdown, a worker thread still inside a
+            # tf.numpy_function waits for the GIL forever and the process never exits (tensorflow#21277).
+            gc.collect()
 
         train_seconds = time.perf_counter() - t0
         if best.restore(model):

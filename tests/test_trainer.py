@@ -195,3 +195,29 @@ def test_extra_keras_callbacks_run_beside_the_trainers_own(tmp_path):
     assert run.status == "completed" and run.info["epochs_done"] == 2
     assert extra.epochs == 2 and extra.batches > 2
     assert len(list(run.history())) == 2
+
+
+def test_epoch_cut_short_leaves_no_data_iterator_for_shutdown(tmp_path):
+    """Training stopped mid-epoch must not leave its tf.data iterator to the collector at interpreter exit,
+    where a pipeline thread inside tf.numpy_function can hang the process (tensorflow#21277)."""
+    import gc
+
+    import keras
+    from tensorflow.python.data.ops import iterator_ops
+
+    from suite.runstore import RunStore
+    from suite.trainer import TrainOptions, train
+
+    class StopMidEpoch(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            self.model.stop_training = batch >= 1
+
+    def live():
+        return {id(o) for o in gc.get_objects() if isinstance(o, iterator_ops.OwnedIterator)}
+
+    gc.collect()
+    before = live()
+    run = train("tabular_classification", "sample", {"epochs": 3, "batch_size": 4}, name="cut", store=RunStore(tmp_path),
+                options=TrainOptions(tensorboard=False), callbacks=[StopMidEpoch()])
+    assert run.status == "completed" and run.info["epochs_done"] == 1
+    assert live() - before == set()
