@@ -8,6 +8,7 @@ process so that memory figures do not mix, and assembles the document.
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import platform
@@ -61,17 +62,36 @@ def latency_stats(fn: Callable[[], Any], *, warmup: int = 10, repeats: int = 200
 
 
 def interleaved_latency(paths: dict, rounds: int) -> dict[str, dict[str, float]]:
-    """p50/p95 per path as the median over rounds that alternate the paths.
+    """p50/p95/mean seconds per path, the paths called one call at a time in turn.
 
-    Other jobs share this machine; alternating the paths in short rounds exposes them to the same load, so
-    their ratio is not decided by which one happened to run during a burst.
+    Other jobs share this machine and its speed drifts within seconds. Timed in blocks of 40 calls per path,
+    a path was judged by the moment its block ran and by what ran just before it (``model.predict`` leaves its
+    garbage and threads to the next block): one build of the speech predictor measured 1.01x to 1.34x the raw
+    forward call from run to run, 1.22x-1.31x with ``model.predict`` in the rotation. Here every call of one
+    path sits beside a call of each other path, the order rotates so none always follows another, and each
+    round starts warm with the garbage collected: 1.11x-1.15x over three runs. A path with fewer repeats
+    (``model.predict``) takes part in the first calls of each round only.
     """
-    per: dict[str, list[dict]] = {k: [] for k in paths}
+    names = list(paths)
+    times: dict[str, list[float]] = {k: [] for k in names}
     for _ in range(rounds):
-        for name, (fn, repeats) in paths.items():
-            per[name].append(latency_stats(fn, warmup=2, repeats=repeats))
-    return {name: {key: statistics.median(r[key] for r in rows) for key in ("p50", "p95", "mean")}
-            for name, rows in per.items()}
+        for fn, _ in paths.values():
+            fn()
+            fn()
+        gc.collect()
+        for j in range(max(repeats for _, repeats in paths.values())):
+            shift = j % len(names)
+            for name in names[shift:] + names[:shift]:
+                fn, repeats = paths[name]
+                if j < repeats:
+                    t = time.perf_counter()
+                    fn()
+                    times[name].append(time.perf_counter() - t)
+    out = {}
+    for name, ts in times.items():
+        ts.sort()
+        out[name] = {"p50": ts[len(ts) // 2], "p95": ts[max(0, int(len(ts) * 0.95) - 1)], "mean": statistics.fmean(ts)}
+    return out
 
 
 def peak_rss_mb() -> float:

@@ -156,7 +156,7 @@ def run(quick: bool) -> str:
         "",
         f"![accuracy against training time]({plot.name})",
         "",
-        "Single-example latency (ms, one 28x28 image; median over rounds that alternate the paths):",
+        "Single-example latency (ms, one 28x28 image; the paths called in turn, one call at a time):",
         "",
         md_table(["path", "p50", "p95"], lat_rows),
         "",

@@ -88,7 +88,7 @@ def run(quick: bool) -> str:
         predictor = Predictor(run_)
         one = predictor.task.stack_inputs([predictor.decode(SENTENCE)])
         repeats = 50 if quick else 200
-        rounds = 5 if quick else 10  # alternate the paths so that they see the same load
+        rounds = 5 if quick else 10  # the paths are called in turn so that they see the same load
         lat = interleaved_latency({
             "predictor.predict (clean text + forward + postprocess)": (
                 lambda: predictor.predict([SENTENCE]), repeats // rounds),

@@ -305,7 +305,7 @@ def _ratio(results: dict, a: int, b: int) -> float | None:
 
 
 def latency(predictor, raw: bytes, *, quick: bool) -> dict:
-    """One clip through the three paths, in alternating rounds (the machine's load hits them alike)."""
+    """One clip through the three paths, called in turn one call at a time (the machine's load hits them alike)."""
     x = predictor.decode(raw)[None]
     model = predictor.model
     repeats = 10 if quick else 40
@@ -330,8 +330,8 @@ def refresh_latency(run_dir: str) -> str:
         raise SystemExit("shared data `fsdd/recordings/` not found (set SUITE_SHARED_DATA)")
     results["latency_seconds"] = latency(Predictor(run), clip[0].read_bytes(), quick=False)
     results["latency_note"] = (f"re-measured {datetime.date.today().isoformat()} by `python -m bench.speech_commands "
-                               f"--refresh-latency RUN` on a run of the default model ({run.name}), paths in "
-                               "alternating rounds")
+                               f"--refresh-latency RUN` on a run of the default model ({run.name}), the paths "
+                               "called in turn, one call at a time")
     save_results("speech_commands", results)
     return render(results)
 

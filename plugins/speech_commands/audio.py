@@ -3,11 +3,17 @@
 Everything goes through libsndfile (``soundfile``) and ``soxr``, so WAV/FLAC/OGG of any bit depth, rate and
 channel count land in one shape. The header is checked before any sample is read, so a file that claims hours
 of audio (or a huge channel count) is refused or capped without allocating for it.
+
+Uploaded bytes in the commonest form (a plain RIFF WAV of 16- or 32-bit integers or 32-bit floats) skip
+libsndfile: their samples are a numpy view of the data chunk, scaled exactly as libsndfile scales them. That is
+the prediction path's largest cost after the model (0.11 -> 0.02 ms a clip); anything else falls through to
+libsndfile, and the same checks guard both.
 """
 
 from __future__ import annotations
 
 import io
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -31,56 +37,145 @@ def decode_audio(raw: bytes, sample_rate: int, clip_samples: int) -> np.ndarray:
         raise InputError("the audio file is empty (0 bytes)")
     if len(raw) > MAX_FILE_BYTES:
         raise InputError(f"the audio file is {len(raw)} bytes; the limit is {MAX_FILE_BYTES}")
-    wave, rate = read_audio(io.BytesIO(raw))
+    wave, rate = read_audio(raw)
     return fit_clip(resample(wave, rate, sample_rate), clip_samples)
 
 
-def read_audio(fh, *, max_seconds: float = MAX_READ_SECONDS) -> tuple[np.ndarray, int]:
-    """Mono float32 samples and rate from a file object or path, header checked before reading."""
+def read_audio(source, *, max_seconds: float = MAX_READ_SECONDS) -> tuple[np.ndarray, int]:
+    """Mono float32 samples and rate from bytes, a file object or a path, header checked before reading."""
+    name = source if isinstance(source, (str, Path)) else "the audio file"
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        parsed = _plain_wav(bytes(source))
+        if parsed is not None:
+            rate, channels, dtype, scale, data = parsed
+            frames = len(data) // (channels * dtype.itemsize)
+            n = _checked_frames(name, rate, channels, frames, max_seconds)
+            samples = np.frombuffer(data, dtype, count=n * channels).reshape(n, channels)
+            return _finish(name, samples, scale), rate
+        source = io.BytesIO(source)
     import soundfile as sf
 
-    name = fh if isinstance(fh, (str, Path)) else "the audio file"
     try:  # one open, the header parsed once (sf.info then sf.read opened the file twice: 0.79 -> 0.59 ms a clip)
-        sound = sf.SoundFile(fh)
+        sound = sf.SoundFile(source)
     except Exception:  # LibsndfileError, RuntimeError, TypeError: not audio libsndfile knows
         raise InputError(f"{name} is not audio that libsndfile can read (expected WAV, FLAC or OGG)") from None
     with sound:
-        rate, channels, frames = int(sound.samplerate), int(sound.channels), int(sound.frames)
-        if not MIN_RATE <= rate <= MAX_RATE:
-            raise InputError(f"{name} claims a sample rate of {rate} Hz; expected {MIN_RATE}-{MAX_RATE} Hz")
-        if not 1 <= channels <= MAX_CHANNELS:
-            raise InputError(f"{name} claims {channels} channels; at most {MAX_CHANNELS} are accepted")
-        if frames <= 0:
-            raise InputError(f"{name} has no audio samples")
-        claimed = frames / rate
-        if claimed > MAX_CLAIMED_SECONDS:
-            raise InputError(
-                f"{name}'s header claims {claimed / 3600:.1f} hours of audio; clips longer than "
-                f"{MAX_CLAIMED_SECONDS / 3600:.0f} hour are refused")
-        n = min(frames, int(max_seconds * rate))  # capped: never read more than the first max_seconds
+        rate = int(sound.samplerate)
+        n = _checked_frames(name, rate, int(sound.channels), int(sound.frames), max_seconds)
         try:
             data = sound.read(frames=n, dtype="float32", always_2d=True)
         except Exception as err:
             raise InputError(f"{name} could not be decoded: "
                              f"{str(err).splitlines()[0] if str(err) else 'corrupt data'}") from None
+    return _finish(name, data, None), rate
+
+
+def _checked_frames(name, rate: int, channels: int, frames: int, max_seconds: float) -> int:
+    """Refuse implausible headers; the number of frames to read (capped at ``max_seconds``)."""
+    if not MIN_RATE <= rate <= MAX_RATE:
+        raise InputError(f"{name} claims a sample rate of {rate} Hz; expected {MIN_RATE}-{MAX_RATE} Hz")
+    if not 1 <= channels <= MAX_CHANNELS:
+        raise InputError(f"{name} claims {channels} channels; at most {MAX_CHANNELS} are accepted")
+    if frames <= 0:
+        raise InputError(f"{name} has no audio samples")
+    claimed = frames / rate
+    if claimed > MAX_CLAIMED_SECONDS:
+        raise InputError(
+            f"{name}'s header claims {claimed / 3600:.1f} hours of audio; clips longer than "
+            f"{MAX_CLAIMED_SECONDS / 3600:.0f} hour are refused")
+    return min(frames, int(max_seconds * rate))  # capped: never read more than the first max_seconds
+
+
+def _finish(name, data: np.ndarray, scale: float | None) -> np.ndarray:
+    """[frames, channels] samples -> mono float32 in [-1, 1], refusing empty or non-finite audio."""
     if data.shape[0] == 0:
         raise InputError(f"{name} has no audio samples")
-    wave = data.mean(axis=1, dtype=np.float32)  # mix every channel down to mono
+    if data.shape[1] == 1:
+        wave = data[:, 0].astype(np.float32)
+    else:  # mix every channel down to mono
+        wave = data.astype(np.float32).mean(axis=1, dtype=np.float32)
+    if scale is not None:
+        wave *= np.float32(scale)  # exact: a power of two, as libsndfile scales integer samples
     if not np.all(np.isfinite(wave)):
         raise InputError(f"{name} holds non-finite samples (NaN or infinity)")
     peak = float(np.max(np.abs(wave)))
     if peak > 1.0:  # float files may exceed full scale; bring them back into [-1, 1]
         wave = wave / peak
-    return wave.astype(np.float32), rate
+    return wave.astype(np.float32, copy=False)
+
+
+_PCM, _FLOAT, _EXTENSIBLE = 1, 3, 0xFFFE
+_SUBFORMAT_TAIL = bytes.fromhex("000000001000800000aa00389b71")  # KSDATAFORMAT_SUBTYPE_{PCM,IEEE_FLOAT}
+
+
+def _plain_wav(raw: bytes):
+    """(rate, channels, dtype, scale, data) of a whole little-endian WAV of int16/int32/float32 samples, else None.
+
+    None sends the bytes to libsndfile: any other encoding, a truncated or streamed data chunk, a malformed
+    header. Only well-formed files whose samples are exactly what libsndfile would read are taken here.
+    """
+    if len(raw) < 44 or raw[:4] != b"RIFF" or raw[8:12] != b"WAVE":
+        return None
+    fmt = None
+    pos = 12
+    while pos + 8 <= len(raw):
+        cid, size = raw[pos:pos + 4], int.from_bytes(raw[pos + 4:pos + 8], "little")
+        body = pos + 8
+        if cid == b"fmt ":
+            if size < 16 or body + size > len(raw):
+                return None
+            fmt = raw[body:body + size]
+        elif cid == b"data":
+            if fmt is None or body + size > len(raw):
+                return None
+            return _wav_layout(fmt, raw[body:body + size])
+        pos = body + size + (size & 1)  # chunks are padded to even length
+    return None
+
+
+def _wav_layout(fmt: bytes, data: bytes):
+    tag, channels, rate = (int.from_bytes(fmt[a:b], "little") for a, b in ((0, 2), (2, 4), (4, 8)))
+    block, bits = int.from_bytes(fmt[12:14], "little"), int.from_bytes(fmt[14:16], "little")
+    if tag == _EXTENSIBLE:
+        if len(fmt) < 40 or fmt[26:40] != _SUBFORMAT_TAIL or int.from_bytes(fmt[18:20], "little") != bits:
+            return None
+        tag = int.from_bytes(fmt[24:26], "little")
+    if channels < 1 or block != channels * bits // 8 or len(data) % block:
+        return None
+    if tag == _PCM and bits == 16:
+        return rate, channels, np.dtype("<i2"), 2.0 ** -15, data
+    if tag == _PCM and bits == 32:
+        return rate, channels, np.dtype("<i4"), 2.0 ** -31, data
+    if tag == _FLOAT and bits == 32:
+        return rate, channels, np.dtype("<f4"), None, data
+    return None
 
 
 def resample(wave: np.ndarray, rate: int, target: int) -> np.ndarray:
-    """Resample with soxr (high quality); a no-op at the same rate."""
+    """Resample with soxr (high quality); a no-op at the same rate.
+
+    A mono clip goes through a per-thread ``soxr.ResampleStream`` kept for its pair of rates and cleared between
+    clips: the same samples as ``soxr.resample`` (tested) without designing the filter again for every upload.
+    """
     if rate == target:
         return np.asarray(wave, np.float32)
     import soxr
 
-    return soxr.resample(np.asarray(wave, np.float32), rate, target, quality="HQ").astype(np.float32)
+    wave = np.asarray(wave, np.float32)
+    if wave.ndim != 1:
+        return soxr.resample(wave, rate, target, quality="HQ").astype(np.float32)
+    streams = _STREAMS.__dict__.setdefault("by_rates", {})
+    stream = streams.get((rate, target))
+    if stream is None:
+        if len(streams) >= 8:  # a handful of source rates in practice; never grow without bound
+            streams.clear()
+        stream = streams[(rate, target)] = soxr.ResampleStream(rate, target, 1, dtype="float32", quality="HQ")
+    else:
+        stream.clear()
+    return stream.resample_chunk(wave, last=True)
+
+
+_STREAMS = threading.local()
 
 
 def fit_clip(wave: np.ndarray, n: int) -> np.ndarray:
