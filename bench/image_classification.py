@@ -128,7 +128,7 @@ def run(quick: bool) -> str:
     save_results(NAME + ("_quick" if quick else ""), results)
 
     mode = "quick (6,000 training images, 1 epoch each)" if quick else "full"
-    cmd = f"python -m bench.run --only {NAME}" + (" --quick" if quick else "")
+    cmd = f"python -m bench.run --only {NAME}" + (" --quick" if quick else " --full")
     rows = [
         ["suite default: " + suite["config"]["model"], len(suite["points"]), f"{suite_secs:.0f}",
          f"{suite['points'][-1]['cpu_seconds']:.0f}", f"{100 * final:.2f}",

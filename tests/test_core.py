@@ -142,3 +142,24 @@ def test_run_store_create_list_get_unique_delete(tmp_path):
     assert [r.name for r in store.list()] == ["alpha-2"]
     (tmp_path / "not-a-run").mkdir()
     assert [r.name for r in store.list()] == ["alpha-2"]
+
+
+@pytest.mark.parametrize("n_classes", [3, 10, 64, 65, 300])
+def test_classification_postprocess_ranks_like_a_stable_sort_at_any_class_count(n_classes):
+    """Small class counts rank in Python, large ones with numpy; both give the same top-k, ties in class order."""
+    from suite.task import ClassificationTask
+
+    rng = np.random.default_rng(n_classes)
+    names = [f"c{i}" for i in range(n_classes)]
+    probs = rng.random((3, n_classes)).astype(np.float32)
+    probs[1, :] = 0.25  # all tied: the first classes win, in order
+    probs[2, n_classes // 2] = 2.0
+    out = ClassificationTask.postprocess(None, probs, {"class_names": names}, top_k=5)
+    assert len(out) == 3
+    for row, result in zip(probs, out, strict=True):
+        want = sorted(range(n_classes), key=lambda i: (-row[i], i))[: min(5, n_classes)]
+        assert [t["label"] for t in result["top"]] == [names[i] for i in want]
+        assert [t["score"] for t in result["top"]] == [float(row[i]) for i in want]
+        assert (result["label"], result["score"]) == (names[want[0]], float(row[want[0]]))
+    assert [t["label"] for t in out[1]["top"]] == names[: min(5, n_classes)]
+    assert out[2]["label"] == names[n_classes // 2]

@@ -32,6 +32,17 @@ def _pil():
     return Image
 
 
+_MAGIC = ((b"\x89PNG\r\n\x1a\n", "PNG"), (b"\xff\xd8\xff", "JPEG"))
+
+
+def _sniff(raw: bytes) -> list[str] | None:
+    """The one PIL plugin to try for a PNG or JPEG signature (PIL otherwise probes each plugin in turn)."""
+    for magic, fmt in _MAGIC:
+        if raw.startswith(magic):
+            return [fmt]
+    return None
+
+
 def open_image(raw: bytes):
     """A lazily opened PIL image whose declared size has been checked; nothing is decoded yet."""
     Image = _pil()
@@ -40,7 +51,7 @@ def open_image(raw: bytes):
     if not raw:
         raise InputError("the image is empty (0 bytes)")
     try:
-        img = Image.open(io.BytesIO(raw))
+        img = Image.open(io.BytesIO(raw), formats=_sniff(raw))
     except Image.DecompressionBombError:
         raise InputError(f"the image declares more than {MAX_PIXELS // 1_000_000} megapixels; refused") from None
     except UnidentifiedImageError:
