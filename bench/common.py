@@ -16,6 +16,7 @@ import resource
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -99,13 +100,53 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def run_python(code: str, *, timeout: float = 3600) -> dict:
-    """Run ``code`` in a fresh interpreter that prints one JSON line last; return it plus its peak RSS."""
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout,
-                          cwd=ROOT)
+_SERVE = """
+import json, os, pickle, sys, time
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+def rss():  # VmHWM, not ru_maxrss: Linux carries ru_maxrss over from the parent across fork and exec
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 1024.0
+t0 = time.perf_counter()
+from suite.predictor import Predictor
+from suite.runstore import RunStore
+imported = rss()
+predictor = Predictor(RunStore(sys.argv[1]).get(sys.argv[2]))
+loaded, load_s = rss(), time.perf_counter() - t0
+with open(sys.argv[3], "rb") as f:
+    raws = pickle.load(f)
+for raw in raws:
+    predictor.predict([raw])
+print(json.dumps({"rss_after_import_mb": imported, "rss_after_load_mb": loaded, "peak_rss_mb": rss(),
+                  "seconds_to_loaded": load_s, "predictions": len(raws)}))
+"""
+
+
+def serving_memory(run_dir: Path, raws: list) -> dict:
+    """Peak RSS of serving a finished run: a fresh interpreter imports the suite, loads the run through
+    ``Predictor`` (as the CLI, the app and a server do) and predicts each raw input one at a time."""
+    import pickle
+
+    run_dir = Path(run_dir)
+    with tempfile.NamedTemporaryFile(suffix=".pkl", delete=False) as f:
+        pickle.dump(list(raws), f)
+    try:
+        proc = subprocess.run([sys.executable, "-c", _SERVE, str(run_dir.parent), run_dir.name, f.name],
+                              capture_output=True, text=True, timeout=1800, cwd=ROOT)
+    finally:
+        os.unlink(f.name)
     if proc.returncode != 0:
-        raise RuntimeError(f"benchmark subprocess failed: {proc.stderr.strip().splitlines()[-1:]}")
+        raise RuntimeError(f"serving subprocess failed: {proc.stderr.strip().splitlines()[-1:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def serving_memory_line(serve: dict, train_rss_mb: float | None) -> str:
+    line = (f"Serving memory (a fresh process loads the run through `Predictor` and predicts {serve['predictions']} "
+            f"examples one at a time): peak RSS **{serve['peak_rss_mb']:.0f} MB** (suite imported "
+            f"{serve['rss_after_import_mb']:.0f} MB; TensorFlow and the model loaded {serve['rss_after_load_mb']:.0f} MB, "
+            f"{serve['seconds_to_loaded']:.1f} s after start).")
+    if train_rss_mb:
+        line += f" Training: peak RSS of the benchmark process when training ended **{train_rss_mb:.0f} MB**."
+    return line
 
 
 def save_results(name: str, data: dict) -> Path:

@@ -25,6 +25,8 @@ from bench.common import (
     peak_rss_mb,
     plot_accuracy_curves,
     save_results,
+    serving_memory,
+    serving_memory_line,
     shared_data,
     train_with_snapshots,
 )
@@ -107,6 +109,7 @@ def run(quick: bool) -> str:
         base_forward = make_forward(base_model)
         base_one = mnist_convnet.prepare(x_test[:1], y_test[:1])[0]
         lat_base = interleaved_latency({"base": (lambda: base_forward(base_one), 20)}, rounds=5 if quick else 10)["base"]
+        serve = serving_memory(run_.path, [_png(x) for x in x_test[:50]])
     finally:
         shutil.rmtree(home, ignore_errors=True)
 
@@ -123,7 +126,7 @@ def run(quick: bool) -> str:
         "baseline": {"test_accuracy": base_final, "curve": base_curve, "train_seconds": base_secs,
                      "examples_per_sec": base_examples / base_secs if base_secs else None},
         "latency_s": lat, "baseline_forward_latency_s": lat_base, "batch256_examples_per_sec": batch_tput,
-        "peak_rss_mb": peak_rss_mb(),
+        "peak_rss_mb": peak_rss_mb(), "serving_memory": serve,
     }
     save_results(NAME + ("_quick" if quick else ""), results)
 
@@ -164,5 +167,7 @@ def run(quick: bool) -> str:
         f"model.predict / suite path: {p50['model.predict'] / p50['predictor.predict']:.1f}x. "
         f"Batch of 256 through the compiled forward: {batch_tput:.0f} images/s. "
         f"Peak RSS of the benchmark process: {results['peak_rss_mb']:.0f} MB.",
+        "",
+        serving_memory_line(serve, suite["rss_after_train_mb"]),
         "",
     ])

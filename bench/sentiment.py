@@ -24,6 +24,8 @@ from bench.common import (
     peak_rss_mb,
     plot_accuracy_curves,
     save_results,
+    serving_memory,
+    serving_memory_line,
     shared_data,
     train_with_snapshots,
 )
@@ -103,6 +105,7 @@ def run(quick: bool) -> str:
         t = time.perf_counter()
         exp = predictor.explain(SENTENCE)
         explain_s = time.perf_counter() - t
+        serve = serving_memory(run_.path, list(test_x[:50]))
     finally:
         shutil.rmtree(home, ignore_errors=True)
 
@@ -122,6 +125,7 @@ def run(quick: bool) -> str:
                      "train_examples": n_base, "examples_per_sec": base_tput},
         "latency_s": lat, "batch256_sentences_per_sec": batch_tput, "explain_seconds": explain_s,
         "explain_tokens": len(exp.data["tokens"]) if exp else 0, "peak_rss_mb": peak_rss_mb(),
+        "serving_memory": serve,
     }
     save_results(NAME + ("_quick" if quick else ""), results)
 
@@ -159,6 +163,8 @@ def run(quick: bool) -> str:
         f"Batch of 256 sentences through the compiled forward: {batch_tput:.0f} sentences/s. "
         f"Occlusion explanation of the sentence: {1000 * explain_s:.0f} ms. "
         f"Peak RSS of the benchmark process: {results['peak_rss_mb']:.0f} MB.",
+        "",
+        serving_memory_line(serve, suite["rss_after_train_mb"]),
         "",
     ])
 

@@ -32,6 +32,8 @@ from bench.common import (
     peak_rss_mb,
     plot_accuracy_curves,
     save_results,
+    serving_memory,
+    serving_memory_line,
     shared_data,
     train_with_snapshots,
 )
@@ -223,6 +225,7 @@ def run(quick: bool = True, epochs: int | None = None, protocols: list[str] | No
 
     results["latency_seconds"] = latency(Predictor(last_run), files[0][0].read_bytes(), quick=quick)
     results["peak_rss_mb"] = peak_rss_mb()
+    results["serving_memory"] = serving_memory(last_run.path, [f[0].read_bytes() for f in files[:50]])
     save_results("speech_commands" + ("_experiment" if config else "") + ("_quick" if quick else "")
                  + ("_" + "_".join(protocols) if subset else ""), results)
 
@@ -296,6 +299,9 @@ def render(results: dict) -> str:
         "",
         *([f"Suite path / raw forward: {ratio:.2f}x; model.predict / suite path: {slow:.1f}x.", ""]
           if (ratio := _ratio(results, 0, 1)) and (slow := _ratio(results, 2, 0)) else []),
+        *([serving_memory_line(results["serving_memory"], None)
+           + f" Training: peak RSS of the benchmark process {results['peak_rss_mb']:.0f} MB.", ""]
+          if results.get("serving_memory") and results.get("peak_rss_mb") else []),
     ])
 
 
@@ -325,10 +331,11 @@ def refresh_latency(run_dir: str) -> str:
 
     results = load_results("speech_commands")
     run = RunStore(Path(run_dir).parent).get(Path(run_dir).name)
-    clip = sorted((shared_data("fsdd", "recordings") or Path(".")).glob("*.wav"))[:1]
+    clip = sorted((shared_data("fsdd", "recordings") or Path(".")).glob("*.wav"))[:50]
     if not clip:
         raise SystemExit("shared data `fsdd/recordings/` not found (set SUITE_SHARED_DATA)")
     results["latency_seconds"] = latency(Predictor(run), clip[0].read_bytes(), quick=False)
+    results["serving_memory"] = serving_memory(run.path, [c.read_bytes() for c in clip])
     results["latency_note"] = (f"re-measured {datetime.date.today().isoformat()} by `python -m bench.speech_commands "
                                f"--refresh-latency RUN` on a run of the default model ({run.name}), the paths "
                                "called in turn, one call at a time")

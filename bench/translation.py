@@ -18,7 +18,18 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.common import RESULTS, load_results, machine, md_table, peak_rss_mb, save_results, shared_data
+from bench.common import (
+    RESULTS,
+    interleaved_latency,
+    load_results,
+    machine,
+    md_table,
+    peak_rss_mb,
+    save_results,
+    serving_memory,
+    serving_memory_line,
+    shared_data,
+)
 
 NAME = "translation"
 BATCH = 50
@@ -186,6 +197,41 @@ def refresh_recipe() -> str:
     return render(data)
 
 
+def refresh_serving(run_dir: str) -> str:
+    """Single-sentence latency (three paths, called in turn) and serving memory on a finished run of the default
+    configuration; the model's size depends only on the configuration (vocabularies 8000/8000), not on how long
+    it trained, so a short run serves like the benchmarked one. Every other figure is kept."""
+    import datetime
+
+    import tensorflow as tf
+
+    from plugins.translation.task import read_pairs
+    from suite.predictor import Predictor
+    from suite.runstore import RunStore
+
+    data = load_results(NAME)
+    folder = shared_data("spa-eng")
+    if folder is None:
+        raise SystemExit("shared data `spa-eng/` not found (set SUITE_SHARED_DATA)")
+    run = RunStore(Path(run_dir).parent).get(Path(run_dir).name)
+    sentences = [src for src, _ in read_pairs(folder / "test.tsv")[:50]]
+    predictor = Predictor(run)
+    one = sentences[0]
+    batch = tf.constant([one], tf.string)
+    data["latency_seconds"] = interleaved_latency({
+        "predictor.predict (clean text + translate + truncation check)": (lambda: predictor.predict([one]), 20),
+        "predictor.forward (raw compiled string-to-string call)": (lambda: predictor.forward(batch), 20),
+        "model.predict": (lambda: predictor.model.predict(batch, verbose=0), 4),
+    }, rounds=10)
+    data["latency_sentence"] = one
+    data["serving_memory"] = serving_memory(run.path, sentences)
+    data["serving_refreshed"] = (f"{datetime.date.today().isoformat()}, `python -m bench.translation "
+                                 f"--refresh-serving RUN` on {run.name} ({run.info.get('epochs_done')} epoch(s) of "
+                                 "the default configuration on all training pairs)")
+    save_results(NAME, data)
+    return render(data)
+
+
 # The recipe's own figures when the issue was filed, measured on this machine (6 epochs, 2,000 test pairs).
 ISSUE_RECIPE = {"epochs": 6, "train_seconds": 3336, "bleu": 29.6, "chrf": 50.7, "decode_sentences_per_second": 19}
 
@@ -258,6 +304,21 @@ def render(data: dict) -> str:
         f"{speed['identical_rows']} sentences.{versus}{load}",
         "",
     ]
+    if data.get("latency_seconds"):
+        lat = data["latency_seconds"]
+        p50 = [v["p50"] for v in lat.values()]
+        lines += [
+            f"Single-sentence latency (ms; \"{data['latency_sentence']}\"; the paths called in turn, one call at a "
+            f"time; measured {data['serving_refreshed']}):",
+            "",
+            md_table(["path", "p50", "p95"], [[k, f"{1000 * v['p50']:.2f}", f"{1000 * v['p95']:.2f}"]
+                                             for k, v in lat.items()]),
+            "",
+            f"Suite path / raw forward: {p50[0] / p50[1]:.2f}x; model.predict / suite path: {p50[2] / p50[0]:.1f}x.",
+            "",
+        ]
+    if data.get("serving_memory"):
+        lines += [serving_memory_line(data["serving_memory"], suite.get("peak_rss_mb")), ""]
     return "\n".join(lines)
 
 
@@ -266,6 +327,13 @@ if __name__ == "__main__":
 
     if "--render" in sys.argv:  # redraw the section from the last saved result, without training
         print(render(load_results(NAME)))
+    elif "--refresh-serving" in sys.argv:  # latency and serving memory on a finished run of the default model
+        from bench.run import write_doc
+
+        section = refresh_serving(sys.argv[sys.argv.index("--refresh-serving") + 1])
+        (RESULTS / f"{NAME}.md").write_text(section)
+        write_doc()
+        print(section)
     elif "--refresh-recipe" in sys.argv:  # the recipe's full run (about an hour) beside the saved suite figures
         from bench.run import write_doc
 
