@@ -381,12 +381,10 @@ class ImageClassificationTask(ClassificationTask):
 
     def stack_inputs(self, inputs):
         """Images of different sizes are resized to the first one's size (the model resizes anyway)."""
-        if len(inputs) == 1:
-            return inputs[0][None]
         if len({a.shape for a in inputs}) > 1:
             target = inputs[0].shape[:2]
             inputs = [images.resize_array(a, target) for a in inputs]
-        return np.stack(inputs)
+        return super().stack_inputs(inputs)
 
     def preview(self, x):
         return images.encode_png(np.asarray(x))

@@ -6,7 +6,7 @@ of audio (or a huge channel count) is refused or capped without allocating for i
 
 Uploaded bytes in the commonest form (a plain RIFF WAV of 16- or 32-bit integers or 32-bit floats) skip
 libsndfile: their samples are a numpy view of the data chunk, scaled exactly as libsndfile scales them. That is
-the prediction path's largest cost after the model (0.11 -> 0.02 ms a clip); anything else falls through to
+the prediction path's largest cost after the model (reading a 0.3-s FSDD clip alone: 0.11 -> 0.013 ms); anything else falls through to
 libsndfile, and the same checks guard both.
 """
 
