@@ -121,9 +121,10 @@ print(json.dumps({"rss_after_import_mb": imported, "rss_after_load_mb": loaded, 
 """
 
 
-def serving_memory(run_dir: Path, raws: list) -> dict:
+def serving_memory(run_dir: Path, raws: list, env: dict | None = None) -> dict:
     """Peak RSS of serving a finished run: a fresh interpreter imports the suite, loads the run through
-    ``Predictor`` (as the CLI, the app and a server do) and predicts each raw input one at a time."""
+    ``Predictor`` (as the CLI, the app and a server do) and predicts each raw input one at a time. ``env``
+    adds environment variables for that process."""
     import pickle
 
     run_dir = Path(run_dir)
@@ -131,7 +132,8 @@ def serving_memory(run_dir: Path, raws: list) -> dict:
         pickle.dump(list(raws), f)
     try:
         proc = subprocess.run([sys.executable, "-c", _SERVE, str(run_dir.parent), run_dir.name, f.name],
-                              capture_output=True, text=True, timeout=1800, cwd=ROOT)
+                              capture_output=True, text=True, timeout=1800, cwd=ROOT,
+                              env={**os.environ, **(env or {})})
     finally:
         os.unlink(f.name)
     if proc.returncode != 0:

@@ -205,6 +205,7 @@ def refresh_serving(run_dir: str) -> str:
 
     import tensorflow as tf
 
+    from plugins.translation.serving import translator_for
     from plugins.translation.task import read_pairs
     from suite.predictor import Predictor
     from suite.runstore import RunStore
@@ -214,22 +215,73 @@ def refresh_serving(run_dir: str) -> str:
     if folder is None:
         raise SystemExit("shared data `spa-eng/` not found (set SUITE_SHARED_DATA)")
     run = RunStore(Path(run_dir).parent).get(Path(run_dir).name)
-    sentences = [src for src, _ in read_pairs(folder / "test.tsv")[:50]]
+    pairs = read_pairs(folder / "test.tsv")
+    sentences = [src for src, _ in pairs[:50]]
     predictor = Predictor(run)
+    translator = translator_for(predictor.model)
     one = sentences[0]
     batch = tf.constant([one], tf.string)
+    predictor.predict([one])
+    predictor.predict([one])  # a shape seen twice is compiled (on a worker thread): wait for it
+    translator.wait()
+    padded = translator._tokenize(batch)[0]  # source ids as the suite path pads them
+    floor = translator._xla  # the same compiled loop, called on its own (compiled once more, in the warm-up)
     data["latency_seconds"] = interleaved_latency({
-        "predictor.predict (clean text + translate + truncation check)": (lambda: predictor.predict([one]), 20),
-        "predictor.forward (raw compiled string-to-string call)": (lambda: predictor.forward(batch), 20),
+        "predictor.predict (clean text, then one graph: tokenize, XLA-compiled decode, detokenize)":
+            (lambda: predictor.predict([one]), 20),
+        "predictor.forward (raw compiled string-to-string call: the model's call as one graph)":
+            (lambda: predictor.forward(batch), 20),
         "model.predict": (lambda: predictor.model.predict(batch, verbose=0), 4),
+        "XLA-compiled decode alone, on ready source ids (the suite path's floor)": (lambda: floor(padded), 20),
     }, rounds=10)
+    data["batch_serving"] = batch_serving(predictor, translator, [src for src, _ in pairs[:1000]])
+    data["beam_latency_seconds"] = beam_latency(predictor.model, one)
     data["latency_sentence"] = one
     data["serving_memory"] = serving_memory(run.path, sentences)
+    data["serving_memory_graph_only"] = serving_memory(run.path, sentences, env={"SUITE_TRANSLATION_XLA": "0"})
     data["serving_refreshed"] = (f"{datetime.date.today().isoformat()}, `python -m bench.translation "
                                  f"--refresh-serving RUN` on {run.name} ({run.info.get('epochs_done')} epoch(s) of "
                                  "the default configuration on all training pairs)")
     save_results(NAME, data)
     return render(data)
+
+
+def beam_latency(model, sentence: str, beam_size: int = 4) -> dict:
+    """One sentence with beam search (``beam_size=4``): the serving translator once compiled, against its
+    one-graph path (what every call took before XLA)."""
+    import tensorflow as tf
+
+    from plugins.translation.serving import Translator
+
+    tr = Translator(model, compile_after=1, beam_size=beam_size)
+    tr([sentence])
+    tr.wait()
+    return interleaved_latency({"compiled": (lambda: tr([sentence]), 10),
+                                "graph": (lambda: tr._whole(tf.constant([sentence])), 10)}, rounds=5)
+
+
+def batch_serving(predictor, translator, sentences: list[str], batch: int = BATCH) -> dict:
+    """Sentences/s through the suite's predict path (XLA per shape, once warm) against the model's call compiled
+    as one graph, batches of ``batch`` in turn; and how many translations the two agree on."""
+    import tensorflow as tf
+
+    batches = [sentences[i : i + batch] for i in range(0, len(sentences), batch)]
+    for b in batches:  # every shape seen twice, so every compile is queued; then wait for them
+        predictor.predict(b)
+        predictor.predict(b)
+    translator.wait()
+    graph_out, suite_out, graph_s, suite_s = [], [], 0.0, 0.0
+    for b in batches:
+        t0 = time.perf_counter()
+        graph_out += [t.decode("utf-8") for t in predictor.forward(tf.constant(b)).numpy()]
+        t1 = time.perf_counter()
+        suite_out += [r["translation"] for r in predictor.predict(b)]
+        graph_s, suite_s = graph_s + t1 - t0, suite_s + time.perf_counter() - t1
+    same = sum(a == b for a, b in zip(graph_out, suite_out, strict=True))
+    return {"sentences": len(sentences), "batch": batch, "compiled_shapes": [list(k) for k in translator.compiled],
+            "graph_sentences_per_second": round(len(sentences) / graph_s, 1),
+            "suite_sentences_per_second": round(len(sentences) / suite_s, 1),
+            "identical": f"{same}/{len(sentences)}"}
 
 
 # The recipe's own figures when the issue was filed, measured on this machine (6 epochs, 2,000 test pairs).
@@ -314,11 +366,31 @@ def render(data: dict) -> str:
             md_table(["path", "p50", "p95"], [[k, f"{1000 * v['p50']:.2f}", f"{1000 * v['p95']:.2f}"]
                                              for k, v in lat.items()]),
             "",
-            f"Suite path / raw forward: {p50[0] / p50[1]:.2f}x; model.predict / suite path: {p50[2] / p50[0]:.1f}x.",
+            f"Suite path / raw forward: {p50[0] / p50[1]:.2f}x; model.predict / suite path: {p50[2] / p50[0]:.1f}x"
+            + (f"; suite path / its XLA decode alone: {p50[0] / p50[3]:.2f}x (tokenizing, detokenizing and the "
+               "checks around the compiled loop)." if len(p50) > 3 else "."),
+            "",
+        ]
+    if data.get("beam_latency_seconds"):
+        bl = data["beam_latency_seconds"]
+        lines += [f"With beam search (`beam_size=4`), the same sentence through the serving translator: compiled "
+                  f"{1000 * bl['compiled']['p50']:.1f} ms p50 against {1000 * bl['graph']['p50']:.1f} ms on its "
+                  f"one-graph path = **{bl['graph']['p50'] / bl['compiled']['p50']:.1f}x** faster.", ""]
+    if data.get("batch_serving"):
+        b = data["batch_serving"]
+        lines += [
+            f"Batch serving ({b['sentences']} sentences of `spa-eng/test.tsv`, batches of {b['batch']} in turn, "
+            f"measured with the latency above): the suite's predict path {b['suite_sentences_per_second']} sent/s "
+            f"against the model's call as one graph {b['graph_sentences_per_second']} sent/s = "
+            f"**{b['suite_sentences_per_second'] / b['graph_sentences_per_second']:.2f}x**; the two agree on "
+            f"{b['identical']} translations (XLA shapes compiled: {len(b['compiled_shapes'])}).",
             "",
         ]
     if data.get("serving_memory"):
-        lines += [serving_memory_line(data["serving_memory"], suite.get("peak_rss_mb")), ""]
+        lines += [serving_memory_line(data["serving_memory"], suite.get("peak_rss_mb"))
+                  + (f" With `SUITE_TRANSLATION_XLA=0` (no XLA compiles, every call on the one graph): peak RSS "
+                     f"**{data['serving_memory_graph_only']['peak_rss_mb']:.0f} MB**."
+                     if data.get("serving_memory_graph_only") else ""), ""]
     return "\n".join(lines)
 
 

@@ -207,6 +207,99 @@ def test_length_cap_bounds_the_output(model):
     assert out.shape == (1, 3)
 
 
+# ---- the serving path: XLA-compiled decoding per shape bucket ------------------------------------------------
+def test_length_and_batch_buckets():
+    from plugins.translation.serving import bucket, length_buckets
+
+    assert length_buckets(40) == (8, 16, 32, 40)
+    assert length_buckets(8) == (8,) and length_buckets(5) == (5,)
+    lengths = length_buckets(40)
+    assert bucket(1, 1, lengths) == (1, 8) and bucket(3, 9, lengths) == (4, 16) and bucket(64, 40, lengths) == (64, 40)
+    assert bucket(65, 4, lengths) is None and bucket(1, 41, lengths) is None
+
+
+def test_source_ids_are_padded_to_their_bucket_in_graph(model):
+    """Extra columns are PAD (masked by the encoder), extra rows repeat the first row (real input)."""
+    from plugins.translation.serving import Translator, bucket
+
+    tr = Translator(model)
+    for texts in (["seven"], SENTENCES[:3], SENTENCES, SENTENCES * 11, ["one two three " * 40]):
+        raw = model.tokenize_source(texts)[0].numpy()
+        ids = tr._tokenize(texts)[0].numpy()
+        key = bucket(len(texts), raw.shape[1], tr.lengths) or (len(texts), bucket(1, raw.shape[1], tr.lengths)[1])
+        assert ids.shape == key, (len(texts), raw.shape, ids.shape)  # over 64 rows: rows as they are
+        np.testing.assert_array_equal(ids[: len(texts), : raw.shape[1]], raw)
+        assert not ids[:, raw.shape[1]:].any()
+        assert (ids[len(texts):] == ids[0]).all()
+
+
+@pytest.mark.parametrize("beam_size", [1, 3])
+def test_compiled_decoding_gives_the_graphs_translations(model, beam_size):
+    """Once a shape is compiled its calls decode with XLA, and translations and token counts are unchanged."""
+    import tensorflow as tf
+
+    from plugins.translation.serving import Translator, bucket
+
+    tr = Translator(model, compile_after=1, beam_size=beam_size)
+    batches = [[s] for s in SENTENCES] + [SENTENCES[:3], SENTENCES]
+    graph = [tr(b) for b in batches]  # cold: the one-graph path, which queues a compile per shape
+    tr.wait()
+    assert tr.failed is None
+    widths = [int(model.tokenize_source(b)[0].shape[1]) for b in batches]
+    assert tr.compiled == sorted({bucket(len(b), w, tr.lengths) for b, w in zip(batches, widths, strict=True)})
+    assert (1, 8) in tr.compiled and (8, 16) in tr.compiled
+
+    for b, (texts, counts) in zip(batches, graph, strict=True):
+        assert tr(b) == (texts, counts)
+        assert tr.last_compiled, b  # decoded by XLA, not the graph
+    tr(SENTENCES * 11)  # 66 rows: beyond the compiled batch sizes
+    assert not tr.last_compiled
+    want = model.translate(tf.constant(SENTENCES), beam_size=beam_size).numpy()
+    assert graph[-1][0] == [t.decode("utf-8") for t in want]
+    assert graph[-1][1] == [int(n) for n in model.tokenize_source(SENTENCES)[1].numpy()]
+
+
+def test_a_shape_is_compiled_only_once_seen_twice(model):
+    from plugins.translation.serving import Translator
+
+    tr = Translator(model)
+    tr(["seven"])
+    assert tr._workers == {}  # a one-off call (suite predict) never pays for a compile
+    tr(["eight"])
+    tr.wait()
+    assert tr.compiled == [(1, 8)]
+
+
+def test_env_switch_keeps_a_process_on_the_graph(model, monkeypatch):
+    import weakref
+
+    from plugins.translation import serving
+
+    monkeypatch.setattr(serving, "_translators", weakref.WeakKeyDictionary())
+    monkeypatch.setenv("SUITE_TRANSLATION_XLA", "0")
+    tr = serving.translator_for(model)
+    for _ in range(3):
+        tr(["seven"])
+    assert tr._workers == {} and tr.compiled == []
+    assert serving.translator_for(model) is tr  # one per model
+
+
+def test_xla_failure_falls_back_to_the_graph_for_good(model, caplog):
+    from plugins.translation.serving import Translator
+
+    tr = Translator(model, compile_after=1)
+
+    def broken(ids):
+        raise RuntimeError("no XLA here\nsecond line")
+
+    tr._xla = broken
+    first = tr(["seven"])
+    tr.wait()
+    assert tr.failed == "RuntimeError: no XLA here" and tr.compiled == []
+    assert "graph path" in caplog.text
+    assert tr(["seven"]) == first and len(tr._workers) == 1  # still served, and never retried
+
+
 # ---- prediction and bad input ------------------------------------------------------------------------------
 def test_predict_truncates_long_text_and_says_so(pred):
     short, long = pred.predict(["forty-two", "one two three " * 40])

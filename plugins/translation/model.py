@@ -154,12 +154,12 @@ class TranslationTransformer(StringToString, keras.Model):
 
     # ---- strings <-> ids ----------------------------------------------------------------------------------
     def tokenize_source(self, strings):
-        """Source ids padded to the batch's longest (at most the model's length) and a per-row truncated flag."""
+        """Source ids padded to the batch's longest (at most the model's length), and each row's full token count
+        (above the length: the row was truncated)."""
         ragged = self.source_tokenizer.tokenize(tf.reshape(tf.convert_to_tensor(strings, tf.string), [-1]))
-        truncated = ragged.row_lengths() > self.source_sequence_length
         ids = ragged[:, : self.source_sequence_length].to_tensor(PAD_ID)
         ids = tf.pad(ids, [[0, 0], [0, tf.maximum(0, 1 - tf.shape(ids)[1])]])  # at least one column
-        return ids, truncated
+        return ids, ragged.row_lengths()
 
     def ids_to_text(self, ids):
         """Generated ids (START first) -> text, cut at the first END/PAD, punctuation spacing tidied."""

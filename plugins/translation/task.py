@@ -348,17 +348,19 @@ class Translation(Task):
         texts = [str(x) for x in np.asarray(batch, dtype=object).reshape(-1)]
         limit = int(meta.get("source_sequence_length", 40))
         model = getattr(forward, "model", None)  # the predictor attaches its model to the compiled call
+        strings = tf.constant(texts, tf.string)
         if meta.get("pretrained") and hasattr(model, "translate_with_counts"):
-            out, lengths = model.translate_with_counts(tf.constant(texts, tf.string))  # the preset's tokenizer
-            lengths = lengths.numpy()
+            out, lengths = model.translate_with_counts(strings)  # the preset's tokenizer
+            translations, lengths = _texts(out), lengths.numpy()
         elif meta.get("pretrained"):  # a bare compiled call: translations, and truncation judged by length only
-            out = forward(tf.constant(texts, tf.string))
-            lengths = np.zeros(len(texts), np.int64)
-        else:
-            out = forward(tf.constant(texts, tf.string))
+            translations, lengths = _texts(forward(strings)), np.zeros(len(texts), np.int64)
+        elif hasattr(model, "tokenize_source"):  # the built-in Transformer: XLA-compiled decoding once warm
+            from plugins.translation.serving import translator_for
+
+            translations, lengths = translator_for(model)(texts)
+        else:  # a bare compiled string-to-string call
             src_tok, _ = self._tokenizers(meta)
-            lengths = src_tok.tokenize(tf.constant(texts, tf.string)).row_lengths().numpy()
-        translations = [t.decode("utf-8") for t in np.asarray(out).reshape(-1)]
+            translations, lengths = _texts(forward(strings)), src_tok.tokenize(strings).row_lengths().numpy()
         cap = limit * MAX_CHARS_PER_TOKEN
         return [{"translation": tr, "truncated": bool(n > limit or len(src) >= cap), "source_tokens": int(n)}
                 for tr, n, src in zip(translations, lengths, texts, strict=True)]
@@ -399,6 +401,10 @@ class Translation(Task):
                "in-graph string tokenization; use saved_model, whose signature goes from a source string to the "
                "translated string")
         return {"tflite": f"TFLite {why}", "onnx": f"ONNX {why}"}
+
+
+def _texts(out) -> list[str]:
+    return [t.decode("utf-8") for t in np.asarray(out).reshape(-1)]
 
 
 def evaluate_translations(model, ds, *, limit: int = 0, batch_size: int = 64, show: int = 10) -> dict[str, Any]:
