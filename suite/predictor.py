@@ -45,6 +45,11 @@ class Predictor:
     def predict(self, raws: list[Any], top_k: int = 5) -> list[dict]:
         if not raws:
             return []
+        if len(raws) == 1 and isinstance(raws[0], (bytes, bytearray)):
+            with self.lock:
+                outputs = self.task.predict_encoded(self.forward, raws[0], self.meta)
+            if outputs is not None:
+                return self.task.postprocess(outputs, self.meta, top_k=top_k)
         batch = self.task.stack_inputs([self.decode(r) for r in raws])
         with self.lock:
             outputs = self.task.predict_batch(self.forward, batch, self.meta)

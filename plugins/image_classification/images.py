@@ -8,6 +8,7 @@ header is checked (with PIL's lazy ``Image.open``) before any pixel is decoded, 
 from __future__ import annotations
 
 import io
+import struct
 import warnings
 
 import numpy as np
@@ -41,6 +42,23 @@ def _sniff(raw: bytes) -> list[str] | None:
         if raw.startswith(magic):
             return [fmt]
     return None
+
+
+def plain_png(raw: bytes, channels: int, *, max_side: int = MAX_SIDE) -> bool:
+    """Whether TensorFlow's PNG decoder gives exactly the pixels :func:`decode_image` would.
+
+    That is an 8-bit grey or RGB PNG (grey for either model; RGB only for a colour model, since the two libraries
+    round RGB -> grey differently) within the size limits, with no transparency to composite, no EXIF rotation
+    and no animation. Lossless, so the pixels are the same bytes (tests compare both decoders).
+    """
+    if channels not in (1, 3) or len(raw) < 33 or not raw.startswith(_MAGIC[0][0]) or raw[12:16] != b"IHDR":
+        return False
+    width, height, depth, color = struct.unpack(">IIBB", raw[16:26])
+    if depth != 8 or color not in (0, 2) or (color == 2 and channels != 3):
+        return False
+    if not (1 <= width <= max_side and 1 <= height <= max_side):
+        return False
+    return not any(tag in raw for tag in (b"tRNS", b"eXIf", b"acTL"))  # a chance match only costs the fast path
 
 
 def open_image(raw: bytes):
