@@ -23,3 +23,27 @@ def test_paths_are_called_in_turn_with_rotating_order_and_their_own_counts():
     assert ("slow", "fast") in pairs and ("fast", "slow") in pairs  # neither always runs first
     assert out["slow"]["p50"] >= 0.002 > out["fast"]["p50"]
     assert set(out["rare"]) == {"p50", "p95", "mean"} and out["slow"]["p95"] >= out["slow"]["p50"]
+
+
+def test_einsum_flops_are_counted():
+    """The profiler counts no Einsum by itself; attention and EinsumDense would vanish from the FLOP table."""
+    import tensorflow as tf
+
+    from bench.machine import profiled_flops
+
+    fn = tf.function(lambda a, b, c: (tf.einsum("abc,cd->abd", a, b), tf.einsum("...ij,...jk->...ik", a, c)))
+    spec = [tf.TensorSpec([2, 4, 8]), tf.TensorSpec([8, 16]), tf.TensorSpec([2, 8, 3])]
+    assert profiled_flops(fn.get_concrete_function(*spec)) == 2 * 2 * 4 * 8 * 16 + 2 * 2 * 4 * 8 * 3
+
+
+def test_recurrent_layers_are_unrolled_before_counting():
+    import keras
+
+    from bench.machine import forward_flops
+    from plugins.sentiment.byte_tokenizer import unrolled_copy
+
+    inputs = keras.Input((12, 6))
+    model = keras.Model(inputs, keras.layers.Bidirectional(keras.layers.LSTM(5))(inputs))
+    rolled, unrolled = forward_flops(model) or 0.0, forward_flops(unrolled_copy(model))
+    # 12 steps x 2 directions x (input and recurrent matmuls of the 4 gates) at least
+    assert unrolled >= 12 * 2 * 2 * (6 + 5) * 4 * 5 > rolled

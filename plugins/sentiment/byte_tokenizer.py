@@ -374,7 +374,7 @@ def portable_graph(model):
 
         return probabilities
 
-    unrolled = _unrolled(core)
+    unrolled = unrolled_copy(core)
 
     name = model.inputs[0].name.split(":")[0] if model.inputs else "text"
 
@@ -396,7 +396,7 @@ def portable_graph(model):
                          onnx_function=carried(unrolled) if unrolled is not core else None)
 
 
-def _unrolled(core):
+def unrolled_copy(core):
     """The same network with recurrent layers unrolled over the fixed sequence length, weights copied.
 
     A Keras 3 LSTM's loop becomes TensorList ops that tf2onnx cannot lower; unrolled, it is plain matmuls
