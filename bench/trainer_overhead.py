@@ -1,10 +1,12 @@
-"""The suite trainer's overhead over a plain ``model.fit`` of the same model on the same in-memory data.
+"""The suite trainer's overhead over a plain ``model.fit`` of the same model on the same data.
 
-For each classification plugin, both sides train the plugin's default model on the same examples (the shared
-real data: MNIST, SST-2, FSDD; the built-in sample when it is absent) for the same epochs with the same global
-batch; the first epoch (tracing, warm-up) is left out; runs alternate suite/plain to share the machine's noise.
-Speech turns off its tf.data augmentation (noise, shift, speed) on the suite side, which a plain ``fit`` on
-arrays cannot have; the model itself is the same. Target: overhead <= 5%.
+For each plugin, both sides train the plugin's default model on the same examples (the shared real data: MNIST,
+SST-2, FSDD, spa-eng; the built-in sample when it is absent) for the same epochs with the same global batch;
+the first epoch (tracing, warm-up) is left out; runs alternate suite/plain to share the machine's noise. The
+classification plugins' plain side fits in-memory arrays; speech turns off its tf.data augmentation (noise,
+shift, speed) on the suite side, which a plain ``fit`` on arrays cannot have. Translation batches by length,
+which arrays cannot do, so its plain side fits the task's own batching of a repeated, shuffled dataset for the
+same steps per epoch: what is left is the trainer. Target: overhead <= 5%.
 
     BENCH_OVERHEAD_PLUGINS=sentiment,speech_commands python -m bench.run --only trainer_overhead --full
 measures only those plugins and keeps the other plugins' last figures.
@@ -24,15 +26,17 @@ import numpy as np
 from bench.common import RESULTS, load_results, machine, md_table, save_results, shared_data
 
 COMMAND = "python -m bench.run --only trainer_overhead"
-PLUGINS = ("image_classification", "sentiment", "speech_commands")
+PLUGINS = ("image_classification", "sentiment", "speech_commands", "translation")
 # (examples, epochs, alternating pairs), quick and full
 SIZES = {
     "image_classification": {True: (4096, 3, 2), False: (20000, 4, 3)},
     "sentiment": {True: (2048, 3, 2), False: (6000, 3, 3)},
     "speech_commands": {True: (512, 3, 2), False: (2000, 3, 3)},
+    "translation": {True: (1024, 3, 2), False: (6000, 3, 3)},
 }
 OVERRIDES = {"speech_commands": {"noise_prob": 0.0, "time_shift_ms": 0.0, "speed_perturb": 0.0, "synthetic_voices": 0}}
-DATA = {"image_classification": ("mnist", "mnist.npz"), "sentiment": ("sst2",), "speech_commands": ("fsdd", "recordings")}
+DATA = {"image_classification": ("mnist", "mnist.npz"), "sentiment": ("sst2",), "speech_commands": ("fsdd", "recordings"),
+        "translation": ("spa-eng",)}
 
 
 def _bundle(task, config, n: int):
@@ -42,6 +46,14 @@ def _bundle(task, config, n: int):
     from suite.data import DataBundle, parse_source
 
     path = shared_data(*DATA[task.name])
+    if task.name == "translation":  # no arrays: the first n pairs, vocabularies learned from them
+        config = dataclasses.replace(config, max_train_examples=n, vocab_sample=n)
+        full = task.load_data(parse_source(str(path) if path is not None else "sample"), config)
+        train = full.train.take(n)
+        count = sum(1 for _ in train)
+        where = (f"`spa-eng/train.tsv`, the first {count} pairs" if path is not None
+                 else f"built-in sample, {count} pairs")
+        return DataBundle(train, None, None, dict(full.meta), counts={"train": count}), None, None, where
     if task.name == "image_classification" and path is not None:  # x_train itself, not the suite's split of it
         with np.load(path) as data:
             x, y = data["x_train"][:n][..., None], data["y_train"][:n].astype(np.int64)
@@ -75,7 +87,8 @@ def measure(name: str, quick: bool) -> dict:
     n, epochs, repeats = SIZES[name][quick]
     config = task.make_config({"epochs": epochs, **OVERRIDES.get(name, {})})
     bundle, x, y, where = _bundle(task, config, n)
-    steps = int(np.ceil(len(x) / config.batch_size))
+    n = bundle.counts["train"]
+    steps = int(np.ceil(n / config.batch_size))
 
     def suite_rate() -> float:
         with tempfile.TemporaryDirectory() as home:
@@ -98,14 +111,20 @@ def measure(name: str, quick: bool) -> dict:
             def on_epoch_end(self, epoch, logs=None):
                 times.append(time.perf_counter() - self.t)
 
-        y1 = keras.utils.to_categorical(y, len(bundle.meta["class_names"]))
-        xs = tf.constant(x.astype(str)) if x.dtype == object else x  # Keras takes text as a string tensor
-        model.fit(xs, y1, batch_size=config.batch_size, epochs=epochs, verbose=0, callbacks=[EpochTimer()])
+        if x is None:  # the task's own batching of a repeated, shuffled stream, as a careful user would write
+            ds = bundle.train.cache().repeat().shuffle(min(n, 20_000), seed=0, reshuffle_each_iteration=False)
+            ds = task.batch(ds, config.batch_size, training=True, config=config, meta=bundle.meta)
+            model.fit(ds.prefetch(tf.data.AUTOTUNE), epochs=epochs, steps_per_epoch=steps, verbose=0,
+                      callbacks=[EpochTimer()])
+        else:
+            y1 = keras.utils.to_categorical(y, len(bundle.meta["class_names"]))
+            xs = tf.constant(x.astype(str)) if x.dtype == object else x  # Keras takes text as a string tensor
+            model.fit(xs, y1, batch_size=config.batch_size, epochs=epochs, verbose=0, callbacks=[EpochTimer()])
         return statistics.median(steps / t for t in times[1:])
 
     pairs = [(suite_rate(), plain_rate()) for _ in range(repeats)]
     return {"pairs": pairs, "overhead": statistics.median(p / s for s, p in pairs) - 1.0, "data": where,
-            "examples": len(x), "epochs": epochs, "batch_size": config.batch_size,
+            "examples": n, "epochs": epochs, "batch_size": config.batch_size,
             "overrides": OVERRIDES.get(name, {}), "config": dataclasses.asdict(config)}
 
 
@@ -141,8 +160,9 @@ def run(quick: bool = True) -> str:
         "",
         "Steps per second (median over epochs 2 and later) of the suite's trainer (`suite.trainer.train`: "
         "strategy scope, tf.data pipeline, progress events, divergence guard, backup and best checkpoints, CSV "
-        "log) against a plain `model.fit` on in-memory arrays, same model (each plugin's default) and examples, "
-        "alternating runs:",
+        "log) against a plain `model.fit` on in-memory arrays (translation: on the task's own length-bucketed "
+        "batches of a repeated, shuffled dataset, the same steps per epoch), same model (each plugin's default) "
+        "and examples, alternating runs:",
         "",
         *data_lines,
         "",
