@@ -109,15 +109,19 @@ def _load_and_warm(run_path: str):
     # One line per load, so a benchmark (bench/app.py) can count and time loads from the server's log.
     print(f"suite-app: model loaded ({MODEL_LOADS}) {run_path} at {time.time():.3f} in {time.time() - started:.2f} s",
           file=sys.stderr, flush=True)
-    # Trace the compiled forward now, so the user's first prediction is fast.
+    # Trace the compiled calls now, so the user's first prediction is fast.
     with contextlib.suppress(Exception):
         examples = predictor.task.examples(predictor.meta)
         if examples:
-            predictor.predict([examples[0].value])
-            other = _resized_image(examples[0].value) if predictor.task.input_kind == "image" else None
-            if other is not None:
-                # A second size makes the tf.function trace once for any image size (reduce_retracing).
-                predictor.predict([other])
+            first = examples[0].value
+            predictor.predict([first])  # one encoded input: the task's in-graph decoding where it has one
+            if predictor.task.input_kind == "image":
+                # Decoded pixels take the batch forward (JPEG, transparency, several files, the canvas); a second
+                # size makes that tf.function trace once for any image size (reduce_retracing).
+                predictor.predict([predictor.decode(first)])
+                other = _resized_image(first)
+                if other is not None:
+                    predictor.predict([predictor.decode(other)])
     return predictor
 
 

@@ -59,9 +59,11 @@ def _einsum_flops(graph, node):
         shape = graph_util.tensor_shape_from_node_def_name(graph, name)
         shape.assert_is_fully_defined()
         dims = shape.as_list()
-        if "..." in letters:  # the ellipsis stands for the leading dimensions
-            letters = letters.replace("...", "".join(chr(0x100 + i) for i in range(len(dims) - len(letters) + 3)))
-        sizes.update(zip(letters, dims, strict=True))
+        if "..." in letters:  # the leading dimensions, broadcast from the right: named from the right
+            n = len(dims) - len(letters) + 3
+            letters = letters.replace("...", "".join(chr(0x100 + n - 1 - i) for i in range(n)))
+        for letter, size in zip(letters, dims, strict=True):
+            sizes[letter] = max(sizes.get(letter, 1), size)  # a broadcast 1 never hides the real size
     return ops.OpStats("flops", int((2 if len(inputs) > 1 else 1) * np.prod(list(sizes.values()))))
 
 

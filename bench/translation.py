@@ -218,13 +218,13 @@ def refresh_serving(run_dir: str) -> str:
     pairs = read_pairs(folder / "test.tsv")
     sentences = [src for src, _ in pairs[:50]]
     predictor = Predictor(run)
-    translator = translator_for(predictor.model)
+    translator = translator_for(predictor.forward)
     one = sentences[0]
     batch = tf.constant([one], tf.string)
     predictor.predict([one])
     predictor.predict([one])  # a shape seen twice is compiled (on a worker thread): wait for it
     translator.wait()
-    padded = translator._tokenize(batch)[0]  # source ids as the suite path pads them
+    padded = translator._tokenize(batch)  # source ids as the suite path pads them
     floor = translator._xla  # the same compiled loop, called on its own (compiled once more, in the warm-up)
     data["latency_seconds"] = interleaved_latency({
         "predictor.predict (clean text, then one graph: tokenize, XLA-compiled decode, detokenize)":

@@ -31,9 +31,11 @@ def test_einsum_flops_are_counted():
 
     from bench.machine import profiled_flops
 
-    fn = tf.function(lambda a, b, c: (tf.einsum("abc,cd->abd", a, b), tf.einsum("...ij,...jk->...ik", a, c)))
-    spec = [tf.TensorSpec([2, 4, 8]), tf.TensorSpec([8, 16]), tf.TensorSpec([2, 8, 3])]
-    assert profiled_flops(fn.get_concrete_function(*spec)) == 2 * 2 * 4 * 8 * 16 + 2 * 2 * 4 * 8 * 3
+    fn = tf.function(lambda a, b, c, d, e: (tf.einsum("abc,cd->abd", a, b), tf.einsum("...ij,...jk->...ik", a, c),
+                                            tf.einsum("...ij,...jk->...ik", d, e)))
+    spec = [tf.TensorSpec([2, 4, 8]), tf.TensorSpec([8, 16]), tf.TensorSpec([8, 3]), tf.TensorSpec([2, 1, 4, 8]),
+            tf.TensorSpec([3, 8, 5])]  # ellipses of different ranks, and a broadcast 1
+    assert profiled_flops(fn.get_concrete_function(*spec)) == 2 * (2 * 4 * 8 * 16 + 2 * 4 * 8 * 3 + 2 * 3 * 4 * 8 * 5)
 
 
 def test_recurrent_layers_are_unrolled_before_counting():

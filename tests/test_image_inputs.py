@@ -10,7 +10,7 @@ import zlib
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, PngImagePlugin
 
 from plugins.image_classification.images import MAX_PIXELS, MAX_SIDE, decode_image, plain_png
 from suite.errors import InputError
@@ -147,15 +147,30 @@ def test_plain_png_accepts_only_what_tensorflow_decodes_identically():
     buf = io.BytesIO()
     Image.fromarray(rgb).save(buf, format="JPEG")
     assert not plain_png(buf.getvalue(), 3)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees
+    assert not plain_png(_png_with(rgb, exif=exif), 3)
+    assert not plain_png(_png_with(rgb, icc_profile=b"\0" * 200), 3)
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, format="PNG", save_all=True, append_images=[Image.fromarray(rgb[::-1])])
+    assert not plain_png(buf.getvalue(), 3)  # APNG: PIL shows the first frame
+    info = PngImagePlugin.PngInfo()
+    info.add_text("Comment", "x")
+    good = _png_with(grey, pnginfo=info)
+    text = good.index(b"tEXt")
+    bad_crc = good[: text + 4] + b"y" + good[text + 5 :]  # a tEXt body byte changed, its CRC not
+    assert plain_png(good, 1) and not plain_png(bad_crc, 1)
+    assert not plain_png(good[: good.index(b"IEND") - 4], 1)  # no IEND: truncated
 
 
 def test_plain_png_pixels_equal_decode_image():
     import tensorflow as tf
-    from PIL import PngImagePlugin
 
     rng = np.random.default_rng(1)
     info = PngImagePlugin.PngInfo()
     info.add_text("Comment", "made by a test")
+    info.add(b"gAMA", struct.pack(">I", 100000))  # gamma 1.0: neither decoder applies it
+    info.add(b"sBIT", b"\x05\x05\x05")  # 5 significant bits: neither decoder shifts
     files = []
     for shape in ((28, 28), (1, 1), (5, 300), (64, 48, 3), (17, 33, 3)):
         arr = rng.integers(0, 256, shape, dtype=np.uint8)

@@ -7,24 +7,24 @@ that :func:`plugins.image_classification.images.plain_png` accepts come here, so
 
 from __future__ import annotations
 
-import threading
-import weakref
 
-_graphs: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-_lock = threading.Lock()
+def png_forward(forward, channels: int):
+    """``bytes -> model outputs`` for one PNG, compiled once per (predictor, channels).
 
-
-def png_forward(model, channels: int):
-    """``bytes -> model outputs`` for one PNG, compiled once per (model, channels) and shared."""
+    Kept on the predictor's compiled call (``forward.model`` is the model), so it goes when the predictor goes.
+    """
     import tensorflow as tf
 
-    with _lock:
-        per_model = _graphs.setdefault(model, {})
-        fn = per_model.get(channels)
-        if fn is None:
-            def forward(png):
-                return model(tf.io.decode_png(png, channels=channels)[None], training=False)
+    graphs = getattr(forward, "png_graphs", None)
+    if graphs is None:
+        graphs = forward.png_graphs = {}
+    fn = graphs.get(channels)
+    if fn is None:
+        model = forward.model
 
-            fn = per_model[channels] = tf.function(forward, input_signature=[tf.TensorSpec([], tf.string)],
-                                                   autograph=False)
-        return fn
+        def decode_and_forward(png):
+            return model(tf.io.decode_png(png, channels=channels)[None], training=False)
+
+        fn = graphs[channels] = tf.function(decode_and_forward, input_signature=[tf.TensorSpec([], tf.string)],
+                                            autograph=False)
+    return fn

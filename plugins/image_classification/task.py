@@ -383,13 +383,12 @@ class ImageClassificationTask(ClassificationTask):
         """A plain 8-bit PNG is decoded inside the compiled graph (the same pixels, a fifth of the cost)."""
         channels = int(meta["channels"])
         raw = bytes(raw)
-        model = getattr(forward, "model", None)
-        if model is None or not images.plain_png(raw, channels):
+        if getattr(forward, "model", None) is None or not images.plain_png(raw, channels):
             return None
         from plugins.image_classification.serving import png_forward
 
         try:
-            return np.asarray(png_forward(model, channels)(raw))
+            return np.asarray(png_forward(forward, channels)(raw))
         except Exception:  # noqa: BLE001 - a corrupt body: decode_input then gives the one-line error
             return None
 

@@ -348,17 +348,17 @@ class Translation(Task):
         texts = [str(x) for x in np.asarray(batch, dtype=object).reshape(-1)]
         limit = int(meta.get("source_sequence_length", 40))
         model = getattr(forward, "model", None)  # the predictor attaches its model to the compiled call
-        strings = tf.constant(texts, tf.string)
-        if meta.get("pretrained") and hasattr(model, "translate_with_counts"):
-            out, lengths = model.translate_with_counts(strings)  # the preset's tokenizer
-            translations, lengths = _texts(out), lengths.numpy()
-        elif meta.get("pretrained"):  # a bare compiled call: translations, and truncation judged by length only
-            translations, lengths = _texts(forward(strings)), np.zeros(len(texts), np.int64)
-        elif hasattr(model, "tokenize_source"):  # the built-in Transformer: XLA-compiled decoding once warm
+        if not meta.get("pretrained") and hasattr(model, "tokenize_source"):  # the built-in Transformer
             from plugins.translation.serving import translator_for
 
-            translations, lengths = translator_for(model)(texts)
+            translations, lengths = translator_for(forward)(texts)  # XLA-compiled decoding once warm
+        elif meta.get("pretrained") and hasattr(model, "translate_with_counts"):
+            out, lengths = model.translate_with_counts(tf.constant(texts, tf.string))  # the preset's tokenizer
+            translations, lengths = _texts(out), lengths.numpy()
+        elif meta.get("pretrained"):  # a bare compiled call: translations, and truncation judged by length only
+            translations, lengths = _texts(forward(tf.constant(texts, tf.string))), np.zeros(len(texts), np.int64)
         else:  # a bare compiled string-to-string call
+            strings = tf.constant(texts, tf.string)
             src_tok, _ = self._tokenizers(meta)
             translations, lengths = _texts(forward(strings)), src_tok.tokenize(strings).row_lengths().numpy()
         cap = limit * MAX_CHARS_PER_TOKEN
