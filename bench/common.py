@@ -95,6 +95,18 @@ def interleaved_latency(paths: dict, rounds: int) -> dict[str, dict[str, float]]
     return out
 
 
+def batch_rate(fn: Callable[[], Any], n: int, *, rounds: int = 5) -> float:
+    """Examples per second of ``fn()``, which handles ``n`` examples: the median of ``rounds`` timed calls after
+    one warm call (the first call of a new batch shape traces)."""
+    fn()
+    times = []
+    for _ in range(rounds):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return n / statistics.median(times)
+
+
 def peak_rss_mb() -> float:
     """Peak resident memory of this process so far, in MB."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0

@@ -207,7 +207,7 @@ def run(quick: bool = True) -> str:
     if translation is not None:
         rows.append(translation[0])
         data["models"]["translation"] = translation[1]
-    save_results("machine", data)
+    save_results("machine" + ("_quick" if quick else ""), data)
     return "\n".join([
         "## The machine's limit",
         "",
@@ -218,6 +218,6 @@ def run(quick: bool = True) -> str:
         "",
         md_table(["task", "forward MFLOPs/example", "train examples/s", "fraction of matmul peak", "note"], rows),
         "",
-        f"Command: `{COMMAND}` · machine: {machine()}",
+        f"Command: `{COMMAND}{' --quick' if quick else ''}` · machine: {machine()}",
         "",
     ])

@@ -6,7 +6,8 @@
 
 Each module runs in its own process (so peak-memory figures do not mix) and returns a Markdown section; the
 sections are kept in bench/results/<name>.md and assembled in a fixed order, so running one module updates
-its section and keeps the others.
+its section and keeps the others. A quick run keeps its sections apart (bench/results/quick/, assembled in
+docs/BENCHMARKS_QUICK.md), so checking the harness never replaces the figures the docs quote.
 """
 
 from __future__ import annotations
@@ -15,7 +16,10 @@ import argparse
 import datetime as dt
 import subprocess
 import sys
+import time
+from pathlib import Path
 
+from bench import summary
 from bench.common import DOCS, RESULTS, ROOT
 
 MODULES = ["machine", "trainer_overhead", "image_classification", "sentiment", "translation", "translation_curve",
@@ -43,35 +47,60 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     quick = not args.full
     names = [n for n in (args.only.split(",") if args.only else MODULES) if n]
-    RESULTS.mkdir(parents=True, exist_ok=True)
+    unknown = [n for n in names if n not in MODULES]
+    if unknown:
+        parser.error(f"unknown benchmark(s) {', '.join(unknown)}: choose from {', '.join(MODULES)}")
+    sections = sections_dir(quick)
+    sections.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
     for name in names:
         print(f"== {name} ({'quick' if quick else 'full'})", flush=True)
+        t = time.perf_counter()
         section = run_module(name, quick)
-        (RESULTS / f"{name}.md").write_text(section)
+        (sections / f"{name}.md").write_text(section)
         print(section, flush=True)
-    write_doc()
+        print(f"== {name} took {time.perf_counter() - t:.0f} s", flush=True)
+    write_doc(quick)
+    print(f"== all done in {time.perf_counter() - started:.0f} s; wrote {doc_path(quick).relative_to(ROOT)}", flush=True)
     return 0
 
 
-def write_doc() -> None:
+def sections_dir(quick: bool = False) -> Path:
+    return RESULTS / "quick" if quick else RESULTS
+
+
+def doc_path(quick: bool = False) -> Path:
+    return DOCS / ("BENCHMARKS_QUICK.md" if quick else "BENCHMARKS.md")
+
+
+def write_doc(quick: bool = False) -> None:
+    """Assemble the kept sections in a fixed order (full: docs/BENCHMARKS.md; quick: docs/BENCHMARKS_QUICK.md)."""
     parts = [
-        "# Benchmarks",
+        "# Benchmarks" + (" (quick)" if quick else ""),
         "",
         "Every figure below was measured by the command named in its section, on the machine it names, and",
         "written here by `python -m bench.run` (`make bench` for the full run, `make bench-quick` for the",
         "few-minute version of the same code). The machine is shared and noisy, so comparisons are made side",
         "by side in one run and quoted as ratios.",
         "",
+        *(["This is the quick run: subsets and fewer epochs, to check the harness end to end. Its figures are",
+           "not the project's; those are in [BENCHMARKS.md](BENCHMARKS.md).", ""] if quick else []),
         f"_Assembled {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC._",
         "",
     ]
+    if not quick:
+        parts += ["## At a glance", "", summary.table(RESULTS, details="the sections below"), ""]
+    flag = " --quick" if quick else ""
     for name in MODULES:
-        path = RESULTS / f"{name}.md"
+        path = sections_dir(quick) / f"{name}.md"
         if path.exists():
             parts += [path.read_text().strip(), ""]
         else:
-            parts += [f"## {name}", "", "Not measured yet: `python -m bench.run --only " + name + "`.", ""]
-    (DOCS / "BENCHMARKS.md").write_text("\n".join(parts))
+            parts += [f"## {name}", "", f"Not measured yet: `python -m bench.run --only {name}{flag}`.", ""]
+    doc_path(quick).write_text("\n".join(parts))
+    if not quick:  # the README quotes the same headline figures
+        readme = ROOT / "README.md"
+        readme.write_text(summary.replace_block(readme.read_text(), summary.table(RESULTS)))
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ import numpy as np
 
 from bench.common import (
     DOCS,
+    batch_rate,
     batched_accuracy,
     interleaved_latency,
     load_results,
@@ -223,7 +224,9 @@ def run(quick: bool = True, epochs: int | None = None, protocols: list[str] | No
         out.unlink()
     results["protocols"] = {p: results["protocols"][p] for p in protocols}
 
-    results["latency_seconds"] = latency(Predictor(last_run), files[0][0].read_bytes(), quick=quick)
+    predictor = Predictor(last_run)
+    results["latency_seconds"] = latency(predictor, files[0][0].read_bytes(), quick=quick)
+    results["batch"] = batch_throughput(predictor, [f[0].read_bytes() for f in files[:BATCH]])
     results["peak_rss_mb"] = peak_rss_mb()
     results["serving_memory"] = serving_memory(last_run.path, [f[0].read_bytes() for f in files[:50]])
     save_results("speech_commands" + ("_experiment" if config else "") + ("_quick" if quick else "")
@@ -299,6 +302,9 @@ def render(results: dict) -> str:
         "",
         *([f"Suite path / raw forward: {ratio:.2f}x; model.predict / suite path: {slow:.1f}x.", ""]
           if (ratio := _ratio(results, 0, 1)) and (slow := _ratio(results, 2, 0)) else []),
+        *([f"Batch of {b['batch']} clips: {b['predict_clips_per_sec']:.0f} clips/s through Predictor.predict "
+           f"(WAV bytes: decode, resample, forward, postprocess), {b['forward_clips_per_sec']:.0f} clips/s through "
+           "the compiled forward on decoded waveforms.", ""] if (b := results.get("batch")) else []),
         *([serving_memory_line(results["serving_memory"], None)
            + f" Training: peak RSS of the benchmark process {results['peak_rss_mb']:.0f} MB.", ""]
           if results.get("serving_memory") and results.get("peak_rss_mb") else []),
@@ -322,6 +328,19 @@ def latency(predictor, raw: bytes, *, quick: bool) -> dict:
     }, rounds=5 if quick else 10)
 
 
+BATCH = 64
+
+
+def batch_throughput(predictor, raws: list[bytes]) -> dict:
+    """Clips per second at one batch: the whole serving path on the WAV bytes, and the compiled forward alone
+    on the decoded waveforms."""
+    raws = (raws * (BATCH // max(1, len(raws)) + 1))[:BATCH]
+    x = np.stack([predictor.decode(r) for r in raws])
+    return {"batch": BATCH,
+            "predict_clips_per_sec": batch_rate(lambda: predictor.predict(raws), BATCH),
+            "forward_clips_per_sec": batch_rate(lambda: np.asarray(predictor.forward(x)), BATCH)}
+
+
 def refresh_latency(run_dir: str) -> str:
     """Re-measure the latency table on a finished run of the default model, keeping every other figure."""
     import datetime
@@ -334,7 +353,9 @@ def refresh_latency(run_dir: str) -> str:
     clip = sorted((shared_data("fsdd", "recordings") or Path(".")).glob("*.wav"))[:50]
     if not clip:
         raise SystemExit("shared data `fsdd/recordings/` not found (set SUITE_SHARED_DATA)")
-    results["latency_seconds"] = latency(Predictor(run), clip[0].read_bytes(), quick=False)
+    predictor = Predictor(run)
+    results["latency_seconds"] = latency(predictor, clip[0].read_bytes(), quick=False)
+    results["batch"] = batch_throughput(predictor, [c.read_bytes() for c in clip])
     results["serving_memory"] = serving_memory(run.path, [c.read_bytes() for c in clip])
     results["latency_note"] = (f"re-measured {datetime.date.today().isoformat()} by `python -m bench.speech_commands "
                                f"--refresh-latency RUN` on a run of the default model ({run.name}), the paths "

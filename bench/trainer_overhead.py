@@ -151,7 +151,9 @@ def run(quick: bool = True) -> str:
     rows, medians = [], []
     for name, r in plugins.items():
         for i, (s, p) in enumerate(r["pairs"]):
-            rows.append([name if i == 0 else "", i + 1, f"{s:.2f}", f"{p:.2f}", f"{p / s - 1:+.1%}"])
+            b = r["examples"] / np.ceil(r["examples"] / r["batch_size"])  # examples per step over an epoch
+            rows.append([name if i == 0 else "", i + 1, f"{s:.2f}", f"{p:.2f}", f"{s * b:.0f}", f"{p * b:.0f}",
+                         f"{p / s - 1:+.1%}"])
         medians.append(f"{name} **{r['overhead']:+.1%}**")
     data_lines = [f"- `{name}`: {r['data']}; {r['epochs']} epochs at batch {r['batch_size']}"
                   + (f"; suite side with `{r['overrides']}`" if r["overrides"] else "") for name, r in plugins.items()]
@@ -162,11 +164,12 @@ def run(quick: bool = True) -> str:
         "strategy scope, tf.data pipeline, progress events, divergence guard, backup and best checkpoints, CSV "
         "log) against a plain `model.fit` on in-memory arrays (translation: on the task's own length-bucketed "
         "batches of a repeated, shuffled dataset, the same steps per epoch), same model (each plugin's default) "
-        "and examples, alternating runs:",
+        "and examples, alternating runs. Examples/s is steps/s times the examples an epoch holds over its steps:",
         "",
         *data_lines,
         "",
-        md_table(["plugin", "pair", "suite steps/s", "plain fit steps/s", "suite overhead"], rows),
+        md_table(["plugin", "pair", "suite steps/s", "plain fit steps/s", "suite examples/s", "plain fit examples/s",
+                  "suite overhead"], rows),
         "",
         f"**Median overhead**: {', '.join(medians)} (target: at most +5%).",
         "",

@@ -1,0 +1,111 @@
+"""The headline figures, drawn from the full runs' saved results (bench/results/*.json), never typed in.
+
+``bench.run`` puts this table at the top of docs/BENCHMARKS.md and between the markers in README.md each time it
+assembles the full document; ``tests/test_bench_summary.py`` checks that the README's copy matches the results.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from bench.common import RESULTS, md_table
+
+START, END = "<!-- bench-summary:start -->", "<!-- bench-summary:end -->"
+
+
+def _load(folder: Path, name: str) -> dict | None:
+    path = folder / f"{name}.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _pct(x: float | None) -> str:
+    return f"{100 * x:.1f}%" if x is not None else "-"
+
+
+def _latency(paths: dict | None, suite: int = 0, predict: int = 2) -> str:
+    """'suite p50 ms (N x faster than model.predict)' from a latency table (suite path first, model.predict third)."""
+    rows = list((paths or {}).values())
+    if len(rows) <= max(suite, predict):
+        return "-"
+    s, p = rows[suite]["p50"], rows[predict]["p50"]
+    return f"{1000 * s:.1f} ms ({p / s:.0f}x faster)"
+
+
+def _serving(d: dict | None) -> str:
+    mem = (d or {}).get("serving_memory") or {}
+    return f"{mem['peak_rss_mb']:.0f} MB" if mem.get("peak_rss_mb") else "-"
+
+
+def _int8(export: dict | None, task: str) -> str:
+    r = ((export or {}).get("plugins") or {}).get(task) or {}
+    if r.get("int8_size_ratio") is None:
+        return "-"
+    return f"{100 * r['int8_size_ratio']:.0f}% of float32, {r['int8_accuracy_delta_points']:+.2f} pts"
+
+
+def rows(folder: Path | None = None) -> list[list[str]]:
+    folder = folder or RESULTS
+    image, sent = _load(folder, "image_classification"), _load(folder, "sentiment")
+    trans, speech = _load(folder, "translation"), _load(folder, "speech_commands")
+    export = _load(folder, "export_full")
+    out = []
+    if image:
+        out.append(["image classification", "MNIST `mnist.npz`, all 10,000 test images",
+                    f"{_pct(image['suite']['test_accuracy'])} ({image['suite']['train_seconds_fit']:.0f} s)",
+                    f"{_pct(image['baseline']['test_accuracy'])} keras.io simple convnet "
+                    f"({image['baseline']['train_seconds']:.0f} s)",
+                    _latency(image.get("latency_s")), _serving(image), _int8(export, "image_classification")])
+    if sent:
+        out.append(["sentiment", "SST-2 `test.tsv`, 1,821 sentences",
+                    f"{_pct(sent['suite']['test_accuracy'])} ({sent['suite']['train_seconds_fit']:.0f} s)",
+                    f"{_pct(sent['baseline']['test_accuracy'])} keras.io text classification "
+                    f"({sent['baseline']['train_seconds']:.0f} s)",
+                    _latency(sent.get("latency_s")), _serving(sent), _int8(export, "sentiment")])
+    if trans:
+        s, r = trans["suite"], trans.get("recipe") or {}
+        out.append(["translation EN→ES", f"Tatoeba `spa-eng/test.tsv`, first {s['examples']:,} pairs",
+                    f"BLEU {s['bleu']:.2f} ({s['config'].get('time_budget_minutes') or s['train_seconds'] / 60:.0f} min)",
+                    (f"BLEU {r['bleu']:.2f} KerasHub example ({r['train_seconds'] / 60:.0f} min)"
+                     if r.get("bleu") is not None else "-"),
+                    _latency(trans.get("latency_seconds")), _serving(trans), "- (SavedModel: string to string)"])
+    if speech:
+        p = speech["protocols"]
+        unseen = [k for k in p if k != "standard"]
+        if "standard" in p:
+            out.append(["speech commands", "FSDD `recordings/`, index 0-4 of each speaker",
+                        _pct(p["standard"]["suite_accuracy"]),
+                        f"{_pct(p['standard']['baseline_accuracy'])} TF simple audio",
+                        _latency(speech.get("latency_seconds")), _serving(speech), _int8(export, "speech_commands")])
+        if unseen:
+            mean = sum(p[k]["suite_accuracy"] for k in unseen) / len(unseen)
+            base = sum(p[k]["baseline_accuracy"] for k in unseen) / len(unseen)
+            out.append(["speech, unseen speaker", f"FSDD, each of {len(unseen)} speakers held out in turn (mean)",
+                        _pct(mean), f"{_pct(base)} TF simple audio", "", "", ""])
+    return out
+
+
+def table(folder: Path | None = None, details: str = "[docs/BENCHMARKS.md](docs/BENCHMARKS.md)") -> str:
+    """The Markdown block: the table, what it was measured on, and where the details are."""
+    folder = folder or RESULTS
+    found = rows(folder)
+    if not found:
+        return "No full benchmark results yet: `make bench`."
+    machine = next((d["machine"] for n in ("image_classification", "sentiment", "translation", "speech_commands")
+                    if (d := _load(folder, n)) and d.get("machine")), "?")
+    return "\n".join([
+        md_table(["task", "test data", "suite default (training time)", "reference recipe, same data",
+                  "one prediction, p50 (vs model.predict)", "serving peak RSS", "int8 TFLite (size, accuracy vs Keras)"],
+                 found),
+        "",
+        f"Measured by `make bench` on {machine}; each figure's data split, command and conditions are in "
+        f"{details}.",
+    ])
+
+
+def replace_block(text: str, block: str) -> str:
+    """``text`` with what sits between the markers replaced by ``block`` (unchanged when the markers are absent)."""
+    if START not in text or END not in text:
+        return text
+    head, rest = text.split(START, 1)
+    return head + START + "\n" + block.strip() + "\n" + END + rest.split(END, 1)[1]

@@ -1,0 +1,83 @@
+"""The headline figures in README.md come from the saved benchmark results, and a quick run leaves them alone."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from bench import run as bench_run
+from bench import summary
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_readme_quotes_exactly_what_the_saved_results_say():
+    """A figure typed into the README, or results saved without reassembling the docs, fails here."""
+    readme = (ROOT / "README.md").read_text()
+    assert summary.START in readme and summary.END in readme
+    block = readme.split(summary.START, 1)[1].split(summary.END, 1)[0].strip()
+    assert block == summary.table().strip()
+    assert "No full benchmark results" not in block  # the committed results hold every plugin's full run
+    assert len(summary.rows()) == 5
+
+
+def _results(folder, accuracy=0.9876, predict_s=0.040, suite_s=0.002):
+    latency = {"suite path": {"p50": suite_s}, "raw": {"p50": suite_s / 2}, "model.predict": {"p50": predict_s}}
+    (folder / "image_classification.json").write_text(json.dumps({
+        "machine": "test machine",
+        "suite": {"test_accuracy": accuracy, "train_seconds_fit": 61.2},
+        "baseline": {"test_accuracy": 0.95, "train_seconds": 10.0},
+        "latency_s": latency, "serving_memory": {"peak_rss_mb": 512.4}}))
+    (folder / "export_full.json").write_text(json.dumps({"plugins": {"image_classification": {
+        "int8_size_ratio": 0.2904, "int8_accuracy_delta_points": -0.25}}}))
+
+
+def test_the_table_is_drawn_from_the_result_files(tmp_path):
+    assert summary.table(tmp_path).startswith("No full benchmark results yet")
+    _results(tmp_path)
+    (row,) = summary.rows(tmp_path)
+    assert row[2] == "98.8% (61 s)" and row[3] == "95.0% keras.io simple convnet (10 s)"
+    assert row[4] == "2.0 ms (20x faster)" and row[5] == "512 MB" and row[6] == "29% of float32, -0.25 pts"
+    assert "test machine" in summary.table(tmp_path)
+    _results(tmp_path, accuracy=0.5)
+    assert summary.rows(tmp_path)[0][2].startswith("50.0%")
+
+
+def test_only_the_marked_block_is_replaced():
+    text = f"intro\n{summary.START}\nold table\n{summary.END}\noutro\n"
+    new = summary.replace_block(text, "new table")
+    assert new == f"intro\n{summary.START}\nnew table\n{summary.END}\noutro\n"
+    assert summary.replace_block("no markers here", "x") == "no markers here"
+
+
+def test_a_quick_run_writes_its_own_document_and_keeps_the_full_one(tmp_path, monkeypatch):
+    results, docs = tmp_path / "results", tmp_path / "docs"
+    results.mkdir()
+    docs.mkdir()
+    monkeypatch.setattr(bench_run, "RESULTS", results)
+    monkeypatch.setattr(bench_run, "DOCS", docs)
+    monkeypatch.setattr(bench_run, "ROOT", tmp_path)
+    (tmp_path / "README.md").write_text(f"# x\n{summary.START}\n{summary.END}\n")
+    (results / "machine.md").write_text("## The machine's limit\n\nfull figure 208.9\n")
+    _results(results)
+    bench_run.write_doc(quick=False)
+    full = (docs / "BENCHMARKS.md").read_text()
+    assert "full figure 208.9" in full and "## At a glance" in full
+    assert "98.8%" in (tmp_path / "README.md").read_text()
+
+    (results / "quick").mkdir()
+    (results / "quick" / "machine.md").write_text("## The machine's limit\n\nquick figure 1.0\n")
+    readme = (tmp_path / "README.md").read_text()
+    bench_run.write_doc(quick=True)
+    quick = (docs / "BENCHMARKS_QUICK.md").read_text()
+    assert "quick figure 1.0" in quick and "full figure" not in quick and "BENCHMARKS.md" in quick
+    assert "`python -m bench.run --only sentiment --quick`" in quick  # a module the quick run has not reached
+    assert (docs / "BENCHMARKS.md").read_text() == full  # the figures the docs quote are untouched
+    assert (tmp_path / "README.md").read_text() == readme
+
+
+def test_an_unknown_benchmark_name_is_one_clear_error(capsys):
+    with pytest.raises(SystemExit) as err:
+        bench_run.main(["--quick", "--only", "machin"])
+    assert err.value.code == 2
+    assert "unknown benchmark(s) machin" in capsys.readouterr().err
