@@ -5,7 +5,7 @@ Trains a small image model on the built-in sample into a temporary SUITE_HOME, s
 
 * cold start: seconds from launching ``streamlit run`` to the first rendered page (the home title), and to the
   first prediction on the image page (upload a PNG, wait for ``Prediction:``);
-* load: N browser sessions (20 full, 5 quick) against that one server, each uploading a digit PNG; reports
+* load: N browser sessions (20 full, 3 quick) against that one server, each uploading a digit PNG; reports
   errors, per-session latency, whether labels equal the serial ones, how many times the server loaded the
   model (from its log, see ``apps/common.py: MODEL_LOADS``), and the server's RSS before, at peak and after.
 
@@ -371,7 +371,7 @@ def _pct(values: list[float], q: float) -> float:
 
 def measure(quick: bool, sessions: int | None = None, launch_concurrency: int = 4) -> dict:
     """The whole measurement, cleaning up its server and browsers; returns raw figures."""
-    sessions = sessions or (5 if quick else 20)
+    sessions = sessions or (3 if quick else 20)
     with tempfile.TemporaryDirectory(prefix="suite-app-bench-") as tmp:
         tmp = Path(tmp)
         home = tmp / "runs"
@@ -634,6 +634,10 @@ def run(quick: bool) -> str:
     ]
     if r["errors"]:
         lines += ["", "Errors: " + "; ".join(sorted(set(r["errors"])))[:600]]
+    if quick:  # first contact trains every plugin's sample model: its own command, and the full run, measure it
+        lines += ["", "First contact (every plugin page predicting on a fresh machine) is not part of the quick run: "
+                  "`python -m bench.app --first-contact`."]
+        return "\n".join(lines) + "\n"
     with tempfile.TemporaryDirectory(prefix="suite-app-fc-") as tmp:
         fc = first_contact(Path(tmp))
     save_results(NAME + "_first_contact", {"machine": machine(), **fc})

@@ -51,7 +51,7 @@ def _translation_source(work: Path) -> str | None:
 PLUGINS = {
     "image_classification": (_image_source, {"epochs": 2, "max_train_examples": 6000}, {"epochs": 6}),
     "sentiment": (_sentiment_source, {"epochs": 2, "max_train_examples": 8000}, {"epochs": 4}),
-    "speech_commands": (_speech_source, {"epochs": 12}, {}),
+    "speech_commands": (_speech_source, {"epochs": 3}, {}),
     "translation": (_translation_source, {"epochs": 1, "max_train_examples": 4000, "vocab_sample": 4000},
                     {"time_budget_minutes": 6, "epochs": 40}),
 }
@@ -79,7 +79,7 @@ def _one(name: str, quick: bool, work: Path) -> dict:
         return {"skipped": f"training ended {run.status}: {run.info.get('error')}"}
     out = {"data": source, "overrides": overrides, "train_seconds": round(time.perf_counter() - t, 1),
            "keras_test_accuracy": (run.metrics.get("test") or {}).get("accuracy"), "formats": {}}
-    n = (200 if quick else 500) if task.output_kind == "text" else (500 if quick else 2000)
+    n = (50 if quick else 500) if task.output_kind == "text" else (200 if quick else 2000)
     reports = export_run(run, formats="all", quantize="none", examples=n)
     if reports.get("tflite", {}).get("supported"):
         for mode in ("float16", "dynamic", "int8"):

@@ -60,6 +60,8 @@ def main(argv=None) -> int:
         (sections / f"{name}.md").write_text(section)
         print(section, flush=True)
         print(f"== {name} took {time.perf_counter() - t:.0f} s", flush=True)
+    if quick and names == MODULES:  # the whole quick run's wall time, quoted in its document
+        (sections / "seconds.txt").write_text(f"{time.perf_counter() - started:.0f}\n")
     write_doc(quick)
     print(f"== all done in {time.perf_counter() - started:.0f} s; wrote {doc_path(quick).relative_to(ROOT)}", flush=True)
     return 0
@@ -75,6 +77,8 @@ def doc_path(quick: bool = False) -> Path:
 
 def write_doc(quick: bool = False) -> None:
     """Assemble the kept sections in a fixed order (full: docs/BENCHMARKS.md; quick: docs/BENCHMARKS_QUICK.md)."""
+    total = sections_dir(quick) / "seconds.txt"
+    seconds = float(total.read_text()) if quick and total.exists() else None
     parts = [
         "# Benchmarks" + (" (quick)" if quick else ""),
         "",
@@ -84,7 +88,9 @@ def write_doc(quick: bool = False) -> None:
         "by side in one run and quoted as ratios.",
         "",
         *(["This is the quick run: subsets and fewer epochs, to check the harness end to end. Its figures are",
-           "not the project's; those are in [BENCHMARKS.md](BENCHMARKS.md).", ""] if quick else []),
+           "not the project's; those are in [BENCHMARKS.md](BENCHMARKS.md)."
+           + (f" The whole quick run (`make bench-quick`) took {seconds / 60:.1f} minutes here." if seconds else ""),
+           ""] if quick else []),
         f"_Assembled {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC._",
         "",
     ]

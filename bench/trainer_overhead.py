@@ -29,10 +29,10 @@ COMMAND = "python -m bench.run --only trainer_overhead"
 PLUGINS = ("image_classification", "sentiment", "speech_commands", "translation")
 # (examples, epochs, alternating pairs), quick and full
 SIZES = {
-    "image_classification": {True: (4096, 3, 2), False: (20000, 4, 3)},
-    "sentiment": {True: (2048, 3, 2), False: (6000, 3, 3)},
-    "speech_commands": {True: (512, 3, 2), False: (2000, 3, 3)},
-    "translation": {True: (1024, 3, 2), False: (6000, 3, 3)},
+    "image_classification": {True: (2048, 2, 1), False: (20000, 4, 3)},
+    "sentiment": {True: (1024, 2, 1), False: (6000, 3, 3)},
+    "speech_commands": {True: (256, 2, 1), False: (2000, 3, 3)},
+    "translation": {True: (512, 2, 1), False: (6000, 3, 3)},
 }
 OVERRIDES = {"speech_commands": {"noise_prob": 0.0, "time_shift_ms": 0.0, "speed_perturb": 0.0, "synthetic_voices": 0}}
 DATA = {"image_classification": ("mnist", "mnist.npz"), "sentiment": ("sst2",), "speech_commands": ("fsdd", "recordings"),

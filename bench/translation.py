@@ -37,8 +37,8 @@ BATCH = 50
 
 def _settings(quick: bool) -> dict:
     if quick:
-        return {"train_examples": 8_000, "eval_pairs": 300, "speed_pairs": 200, "suite_epochs": 1,
-                "recipe_epochs": 1, "recipe_speed_pairs": 100, "run_recipe": os.environ.get("BENCH_SKIP_RECIPE") != "1"}
+        return {"train_examples": 2_000, "eval_pairs": 50, "speed_pairs": 100, "suite_epochs": 1,
+                "recipe_epochs": 1, "recipe_speed_pairs": 50, "run_recipe": os.environ.get("BENCH_SKIP_RECIPE") != "1"}
     # The bar: the default configuration with 60 minutes of training (its epochs become a cap).
     # The epochs cap is raised so the budget, not the cap, ends training; everything else is the default.
     return {"train_examples": 0, "eval_pairs": 2000, "speed_pairs": 1000, "suite_epochs": 0, "recipe_epochs": 6,

@@ -67,10 +67,12 @@ def test_a_quick_run_writes_its_own_document_and_keeps_the_full_one(tmp_path, mo
 
     (results / "quick").mkdir()
     (results / "quick" / "machine.md").write_text("## The machine's limit\n\nquick figure 1.0\n")
+    (results / "quick" / "seconds.txt").write_text("612\n")  # what the last whole quick run took
     readme = (tmp_path / "README.md").read_text()
     bench_run.write_doc(quick=True)
     quick = (docs / "BENCHMARKS_QUICK.md").read_text()
     assert "quick figure 1.0" in quick and "full figure" not in quick and "BENCHMARKS.md" in quick
+    assert "took 10.2 minutes" in quick
     assert "`python -m bench.run --only sentiment --quick`" in quick  # a module the quick run has not reached
     assert (docs / "BENCHMARKS.md").read_text() == full  # the figures the docs quote are untouched
     assert (tmp_path / "README.md").read_text() == readme

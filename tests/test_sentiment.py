@@ -64,6 +64,14 @@ class TestSentimentPlugin(PluginTestSuite):
         assert predictor.predict_one("The story is really wonderful.")["label"] == "positive"
         assert scores[-1] > 0 and scores[-1] == max(scores), scores
 
+    def test_sample_model_reads_what_a_newcomer_types_first(self, predictor, task):
+        """The app pre-selects these examples on a model trained on the sample: its first prediction must be right."""
+        curated = [e for e in task.examples(predictor.meta) if not e.name.startswith("held-out")]
+        assert len(curated) == 3
+        for text, expected in [*((e.value, e.expected) for e in curated), ("I loved it!", "positive"),
+                               ("I hated this movie.", "negative"), ("Not good at all.", "negative")]:
+            assert predictor.predict_one(text)["label"] == expected, text
+
     def test_negation_flips_the_prediction(self, predictor):
         assert predictor.predict_one("The ending is brilliant.")["label"] == "positive"
         assert predictor.predict_one("The ending is not brilliant.")["label"] == "negative"

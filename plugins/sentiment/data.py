@@ -22,29 +22,42 @@ SKIP_FOLDERS = ("unsup",)  # aclImdb's unlabelled reviews
 
 
 # ---- the built-in sample --------------------------------------------------------------------------------
+# Common review words, so that what a newcomer types first ("I loved it", "not good at all") is in the sample's
+# vocabulary: the app's first prediction comes from a model trained on this.
 _POS = ["wonderful", "great", "brilliant", "moving", "delightful", "charming", "superb", "funny", "beautiful",
-        "excellent", "gripping", "touching", "clever", "lovely", "fantastic"]
+        "excellent", "gripping", "touching", "clever", "lovely", "fantastic", "good", "warm", "enjoyable",
+        "entertaining", "fun", "hilarious", "powerful", "stunning", "memorable", "smart", "perfect", "amazing",
+        "sweet", "engaging", "fresh"]
 _NEG = ["terrible", "awful", "boring", "dull", "painful", "tedious", "bad", "weak", "clumsy", "lifeless",
-        "predictable", "annoying", "stupid", "bland", "horrible"]
+        "predictable", "annoying", "stupid", "bland", "horrible", "poor", "dreadful", "mediocre", "slow", "messy",
+        "forgettable", "silly", "unfunny", "ugly", "flat", "pointless", "lazy", "disappointing", "confusing",
+        "shallow"]
+_POS_VERBS = ["loved", "enjoyed", "adored", "liked", "recommend"]
+_NEG_VERBS = ["hated", "disliked", "regretted", "endured", "resented"]
 _NOUNS = ["film", "movie", "story", "script", "performance", "cast", "ending", "soundtrack", "direction", "plot",
           "acting", "dialogue", "sequel", "comedy", "drama"]
 _ADVERBS = ["", "really ", "truly ", "quite ", "very ", "simply "]
-# (template, polarity): +1 keeps the adjective's sentiment, -1 negates it (the negation sits right
-# before the adjective, so word pairs can learn it from a few hundred sentences).
+# (template, polarity): +1 keeps the words' sentiment, -1 negates it (the negation sits right before the
+# adjective, so word pairs can learn it from a few hundred sentences). {adj}, {adj2}, {verb} share one polarity.
 _TEMPLATES = [
     ("The {noun} is {adv}{adj}.", 1),
     ("A {adv}{adj} {noun}.", 1),
     ("What a {adj} {noun}!", 1),
     ("I found the {noun} {adv}{adj}.", 1),
     ("Honestly, the {noun} was {adv}{adj} from start to finish.", 1),
+    ("A {adj}, {adj2} {noun}. I {verb} it!", 1),
+    ("The {noun} is {adj} and the {noun2} is {adv}{adj2}.", 1),
+    ("I {verb} this {noun}.", 1),
+    ("{Adj} and {adj2}.", 1),
     ("The {noun} is not {adj}.", -1),
     ("The {noun} isn't {adj} at all.", -1),
+    ("This {noun} is not {adj} at all.", -1),
     ("I found the {noun} not {adj}.", -1),
     ("The {noun} was never {adj}.", -1),
 ]
 
 
-def sample_texts(n: int = 800, seed: int = 0) -> tuple[list[str], list[str]]:
+def sample_texts(n: int = 1200, seed: int = 0) -> tuple[list[str], list[str]]:
     """A deterministic synthetic movie-review sample: templates x words, with negation flipping the label.
 
     No well-kept installed package ships labelled sentiment sentences offline (scikit-learn, NLTK and TFDS
@@ -59,8 +72,10 @@ def sample_texts(n: int = 800, seed: int = 0) -> tuple[list[str], list[str]]:
         negated = rng.random() < 0.2
         template, polarity = rng.choice([t for t in _TEMPLATES if (t[1] < 0) == negated])
         positive = rng.random() < 0.5
-        adj = rng.choice(_POS if positive else _NEG)
-        text = template.format(noun=rng.choice(_NOUNS), adv=rng.choice(_ADVERBS), adj=adj)
+        adj, adj2 = rng.sample(_POS if positive else _NEG, 2)
+        noun, noun2 = rng.sample(_NOUNS, 2)
+        text = template.format(noun=noun, noun2=noun2, adv=rng.choice(_ADVERBS), adj=adj, adj2=adj2,
+                               Adj=adj.capitalize(), verb=rng.choice(_POS_VERBS if positive else _NEG_VERBS))
         if text in seen:
             continue
         seen.add(text)
