@@ -421,3 +421,12 @@ def test_pretrained_preset_offline_is_one_clear_line(mt_task, monkeypatch):
     with pytest.raises(SuiteError, match="no network") as err:
         mt_task.build_model(config, DataBundle(None, None, None, {"source_vocab": [], "target_vocab": []}))
     assert "\n" not in str(err.value)
+
+
+def test_app_examples_spread_over_the_test_split():
+    """Sorted files (the sample by number, Anki's spa.txt by length) put their least typical pairs first."""
+    from plugins.translation.task import _spread
+
+    pairs = [(f"s{i}", f"t{i}") for i in range(100)]
+    assert _spread(pairs) == [pairs[i] for i in (0, 20, 40, 60, 80)]
+    assert _spread(pairs[:3]) == pairs[:3] and _spread([]) == []
