@@ -98,13 +98,7 @@ def interleaved_latency(paths: dict, rounds: int) -> dict[str, dict[str, float]]
 def batch_rate(fn: Callable[[], Any], n: int, *, rounds: int = 5) -> float:
     """Examples per second of ``fn()``, which handles ``n`` examples: the median of ``rounds`` timed calls after
     one warm call (the first call of a new batch shape traces)."""
-    fn()
-    times = []
-    for _ in range(rounds):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return n / statistics.median(times)
+    return n / latency_stats(fn, warmup=1, repeats=rounds)["p50"]
 
 
 def peak_rss_mb() -> float:

@@ -46,22 +46,19 @@ def _int8(export: dict | None, task: str) -> str:
 
 def rows(folder: Path | None = None) -> list[list[str]]:
     folder = folder or RESULTS
-    image, sent = _load(folder, "image_classification"), _load(folder, "sentiment")
     trans, speech = _load(folder, "translation"), _load(folder, "speech_commands")
     export = _load(folder, "export_full")
     out = []
-    if image:
-        out.append(["image classification", "MNIST `mnist.npz`, all 10,000 test images",
-                    f"{_pct(image['suite']['test_accuracy'])} ({image['suite']['train_seconds_fit']:.0f} s)",
-                    f"{_pct(image['baseline']['test_accuracy'])} keras.io simple convnet "
-                    f"({image['baseline']['train_seconds']:.0f} s)",
-                    _latency(image.get("latency_s")), _serving(image), _int8(export, "image_classification")])
-    if sent:
-        out.append(["sentiment", "SST-2 `test.tsv`, 1,821 sentences",
-                    f"{_pct(sent['suite']['test_accuracy'])} ({sent['suite']['train_seconds_fit']:.0f} s)",
-                    f"{_pct(sent['baseline']['test_accuracy'])} keras.io text classification "
-                    f"({sent['baseline']['train_seconds']:.0f} s)",
-                    _latency(sent.get("latency_s")), _serving(sent), _int8(export, "sentiment")])
+    # the two classification benchmarks share one layout: suite, baseline, latency_s
+    for task, label, data, recipe in (
+            ("image_classification", "image classification", "MNIST `mnist.npz`, all 10,000 test images",
+             "keras.io simple convnet"),
+            ("sentiment", "sentiment", "SST-2 `test.tsv`, 1,821 sentences", "keras.io text classification")):
+        d = _load(folder, task)
+        if d:
+            out.append([label, data, f"{_pct(d['suite']['test_accuracy'])} ({d['suite']['train_seconds_fit']:.0f} s)",
+                        f"{_pct(d['baseline']['test_accuracy'])} {recipe} ({d['baseline']['train_seconds']:.0f} s)",
+                        _latency(d.get("latency_s")), _serving(d), _int8(export, task)])
     if trans:
         s, r = trans["suite"], trans.get("recipe") or {}
         out.append(["translation EN→ES", f"Tatoeba `spa-eng/test.tsv`, first {s['examples']:,} pairs",
