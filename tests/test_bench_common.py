@@ -49,3 +49,16 @@ def test_recurrent_layers_are_unrolled_before_counting():
     rolled, unrolled = forward_flops(model) or 0.0, forward_flops(unrolled_copy(model))
     # 12 steps x 2 directions x (input and recurrent matmuls of the 4 gates) at least
     assert unrolled >= 12 * 2 * 2 * (6 + 5) * 4 * 5 > rolled
+
+
+def test_batch_rate_is_examples_over_the_median_call_after_a_warm_one():
+    from bench.common import batch_rate
+
+    calls = []
+
+    def fn():
+        time.sleep(0.5 if not calls else 0.01)  # the first call (a trace) is slow and must not count
+        calls.append(1)
+
+    rate = batch_rate(fn, 20, rounds=3)
+    assert len(calls) == 4 and 20 / 0.05 < rate <= 20 / 0.01
