@@ -67,12 +67,12 @@ def test_a_quick_run_writes_its_own_document_and_keeps_the_full_one(tmp_path, mo
 
     (results / "quick").mkdir()
     (results / "quick" / "machine.md").write_text("## The machine's limit\n\nquick figure 1.0\n")
-    (results / "quick" / "seconds.txt").write_text("612\n")  # what the last whole quick run took
+    (results / "quick" / "seconds.txt").write_text('{"seconds": 612, "jobs": 2}\n')  # what the last whole quick run took
     readme = (tmp_path / "README.md").read_text()
     bench_run.write_doc(quick=True)
     quick = (docs / "BENCHMARKS_QUICK.md").read_text()
     assert "quick figure 1.0" in quick and "full figure" not in quick and "BENCHMARKS.md" in quick
-    assert "took 10.2 minutes" in quick
+    assert "took 10.2 minutes here, 2 modules at a time" in quick
     assert "`python -m bench.run --only sentiment --quick`" in quick  # a module the quick run has not reached
     assert (docs / "BENCHMARKS.md").read_text() == full  # the figures the docs quote are untouched
     assert (tmp_path / "README.md").read_text() == readme
@@ -83,3 +83,37 @@ def test_an_unknown_benchmark_name_is_one_clear_error(capsys):
         bench_run.main(["--quick", "--only", "machin"])
     assert err.value.code == 2
     assert "unknown benchmark(s) machin" in capsys.readouterr().err
+
+
+def test_modules_run_in_lanes_with_machine_first_and_app_last(tmp_path, monkeypatch):
+    import threading
+    import time
+
+    order, running, most = [], [0], [0]
+    lock = threading.Lock()
+
+    def fake(name, quick):
+        with lock:
+            order.append(name)
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        time.sleep(0.05)
+        with lock:
+            running[0] -= 1
+        return f"## {name}\n"
+
+    monkeypatch.setattr(bench_run, "run_module", fake)
+    monkeypatch.setattr(bench_run, "RESULTS", tmp_path / "results")
+    monkeypatch.setattr(bench_run, "DOCS", tmp_path / "docs")
+    monkeypatch.setattr(bench_run, "ROOT", tmp_path)
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "README.md").write_text("no markers\n")
+    assert bench_run.main(["--quick"]) == 0
+    assert order[0] == "machine" and order[-1] == "app" and sorted(order) == sorted(bench_run.MODULES)
+    assert most[0] == 2  # two lanes
+    assert json.loads((tmp_path / "results" / "quick" / "seconds.txt").read_text())["jobs"] == 2
+    assert "## speech_commands" in (tmp_path / "docs" / "BENCHMARKS_QUICK.md").read_text()
+    order.clear()
+    most[0] = 0
+    assert bench_run.main(["--full"]) == 0
+    assert order == bench_run.MODULES and most[0] == 1  # one at a time, in the documented order
