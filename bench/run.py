@@ -108,9 +108,9 @@ def write_doc(quick: bool = False) -> None:
         "# Benchmarks" + (" (quick)" if quick else ""),
         "",
         "Every figure below was measured by the command named in its section, on the machine it names, and",
-        "written here by `python -m bench.run` (`make bench` for the full run, `make bench-quick` for the",
-        "few-minute version of the same code). The machine is shared and noisy, so comparisons are made side",
-        "by side in one run and quoted as ratios.",
+        "written here by `python -m bench.run` (`make bench` for the full run, hours; `make bench-quick` for the",
+        "same code on subsets, minutes: docs/BENCHMARKS_QUICK.md). The machine is shared and noisy, so",
+        "comparisons are made side by side in one run and quoted as ratios.",
         "",
         *(["This is the quick run: subsets and fewer epochs, to check the harness end to end. Its figures are",
            "not the project's; those are in [BENCHMARKS.md](BENCHMARKS.md)."
