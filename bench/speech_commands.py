@@ -41,6 +41,7 @@ from bench.common import (
 
 SPEAKERS = ("george", "jackson", "lucas", "nicolas")
 QUICK = {"epochs": 3, "synthetic_voices": 10}  # a harness check in minutes, not a figure
+QUICK_TRAIN_EVERY, QUICK_BASELINE_EPOCHS = 3, 3
 FULL: dict = {}  # the plugin's defaults
 BASELINE_EPOCHS = 10  # the tutorial's setting
 PLOT = DOCS / "bench_speech_commands_curve.png"
@@ -56,14 +57,17 @@ def fsdd_files(root: Path) -> list[tuple[Path, str, str, int]]:
     return out
 
 
-def write_manifest(files, out: Path, protocol: str) -> Path:
-    """``path,label,split`` with paths relative to the CSV. protocol: ``standard`` or a held-out speaker."""
+def write_manifest(files, out: Path, protocol: str, train_every: int = 1) -> Path:
+    """``path,label,split`` with paths relative to the CSV. protocol: ``standard`` or a held-out speaker.
+    ``train_every`` > 1 keeps every n-th training clip (the quick run; validation and test stay whole)."""
     rows = []
     for path, digit, speaker, idx in files:
         if protocol == "standard":
             split = "test" if idx < 5 else "val" if idx < 10 else "train"
         else:
             split = "test" if speaker == protocol else "val" if idx < 5 else "train"
+        if split == "train" and idx % train_every:
+            continue
         rows.append((os.path.relpath(path, out.parent), digit, split))
     with open(out, "w", newline="") as fh:
         w = csv.writer(fh)
@@ -80,7 +84,7 @@ def _arrays(task, bundle):
     return arr(bundle.train), arr(bundle.val), arr(bundle.test)
 
 
-def _baselines(task, manifest: Path, overrides: dict, bundle=None) -> dict:
+def _baselines(task, manifest: Path, overrides: dict, bundle=None, epochs: int = BASELINE_EPOCHS) -> dict:
     """The simple-audio recipe on the recorded clips only (what a user of the tutorial has), and, when the
     suite's training split holds synthetic voices, on that same split too."""
     from bench.baselines import simple_audio
@@ -88,12 +92,12 @@ def _baselines(task, manifest: Path, overrides: dict, bundle=None) -> dict:
 
     recorded = task.load_data(parse_source(str(manifest)), task.make_config({**overrides, "synthetic_voices": 0}))
     n = len(recorded.meta["class_names"])
-    base = simple_audio.train_and_evaluate(*_arrays(task, recorded), n, epochs=BASELINE_EPOCHS)
+    base = simple_audio.train_and_evaluate(*_arrays(task, recorded), n, epochs=epochs)
     out = {"baseline_accuracy": base["accuracy"], "baseline_train_seconds": round(base["train_seconds"], 1),
            "recorded_train_examples": recorded.counts["train"],
            "baseline_curve": [{**p, "seconds": round(p["seconds"], 2)} for p in base["curve"]]}
     if bundle is not None and bundle.meta.get("synthetic_train_examples"):
-        voiced = simple_audio.train_and_evaluate(*_arrays(task, bundle), n, epochs=BASELINE_EPOCHS)
+        voiced = simple_audio.train_and_evaluate(*_arrays(task, bundle), n, epochs=epochs)
         out["baseline_with_voices_accuracy"] = voiced["accuracy"]
     return out
 
@@ -194,7 +198,7 @@ def run(quick: bool = True, epochs: int | None = None, protocols: list[str] | No
         mine = protocols
     last_run = None
     for protocol in mine:
-        manifest = write_manifest(files, work / f"fsdd_{protocol}.csv", protocol)
+        manifest = write_manifest(files, work / f"fsdd_{protocol}.csv", protocol, QUICK_TRAIN_EVERY if quick else 1)
         bundle = task.load_data(parse_source(str(manifest)), task.make_config(overrides))
         suite = train_with_snapshots(task, str(manifest), overrides, name=f"fsdd-{protocol}", home=work / "runs",
                                      bundle=bundle)
@@ -210,7 +214,7 @@ def run(quick: bool = True, epochs: int | None = None, protocols: list[str] | No
             "suite_accuracy": run_.metrics["test"]["accuracy"], "suite_train_seconds": round(suite["wall_seconds"], 1),
             "counts": bundle.counts, "suite_curve": curve,
             "synthetic_train_examples": bundle.meta.get("synthetic_train_examples", 0),
-            **_baselines(task, manifest, overrides, bundle),
+            **_baselines(task, manifest, overrides, bundle, QUICK_BASELINE_EPOCHS if quick else BASELINE_EPOCHS),
         }
         print(protocol, {k: v for k, v in results["protocols"][protocol].items() if "curve" not in k}, flush=True)
         last_run = run_
@@ -277,10 +281,12 @@ def render(results: dict) -> str:
         f"(background noise: `speech_noise/`)"
         + (f"; its training split also holds {synthetic:,} synthetic clips (`synthetic_voices`: espeak-ng "
            "renditions of each class name in many voices; never in validation or test)" if synthetic else "")
-        + f". Baseline: TensorFlow simple-audio recipe, {BASELINE_EPOCHS} epochs, on the recorded training clips "
+        + f". Baseline: TensorFlow simple-audio recipe, {QUICK_BASELINE_EPOCHS if quick else BASELINE_EPOCHS} "
+        "epochs, on the recorded training clips "
         "only (what its user has)"
         + ("; the next column gives it the suite's training split, synthetic voices included" if voiced else "")
-        + "." + (" Quick mode: one held-out speaker, 3 epochs, 10 synthetic voices a class." if quick else "")
+        + "." + ((f" Quick mode: one held-out speaker, one training clip in {QUICK_TRAIN_EVERY}, {QUICK['epochs']} "
+                 f"epochs, {QUICK['synthetic_voices']} synthetic voices a class.") if quick else "")
         + (f" The protocols trained in {results['jobs']} processes at once, so train seconds are under that "
            "sharing." if results.get("jobs", 1) > 1 else ""),
         f"Command: {cmd}. Machine: {results['machine']}."

@@ -32,7 +32,7 @@ NAME = "translation_curve"
 PLOT = DOCS / "bench_translation_curve.png"
 PLOT_QUICK = DOCS / "bench_translation_curve_quick.png"  # quick runs never overwrite the full figure
 SNAPSHOTS = 6
-DEFAULT_MINUTES = {True: 0.4, False: 12.0}  # quick, full
+DEFAULT_MINUTES = {True: 0.25, False: 12.0}  # quick, full
 
 
 def _settings(quick: bool) -> dict:
