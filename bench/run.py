@@ -108,7 +108,7 @@ def write_doc(quick: bool = False) -> None:
         "# Benchmarks" + (" (quick)" if quick else ""),
         "",
         "Every figure below was measured by the command named in its section, on the machine it names, and",
-        "written here by `python -m bench.run` (`make bench` for the full run, hours; `make bench-quick` for the",
+        "written here by `python -m bench.run` (`make bench` for the full run; `make bench-quick` for the",
         "same code on subsets, minutes: docs/BENCHMARKS_QUICK.md). The machine is shared and noisy, so",
         "comparisons are made side by side in one run and quoted as ratios.",
         "",
