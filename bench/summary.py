@@ -44,6 +44,22 @@ def _int8(export: dict | None, task: str) -> str:
     return f"{100 * r['int8_size_ratio']:.0f}% of float32, {r['int8_accuracy_delta_points']:+.2f} pts"
 
 
+def _seconds(protocol: dict, who: str) -> str:
+    """' (N s)' from a speech protocol's ``suite_train_seconds`` / ``baseline_train_seconds``, blank if unsaved."""
+    t = protocol.get(f"{who}_train_seconds")
+    return f" ({t:.0f} s)" if t is not None else ""
+
+
+def _mean_times(protocols: list[dict]) -> dict:
+    """The mean training times over the unseen-speaker protocols that saved both."""
+    out = {}
+    for who in ("suite", "baseline"):
+        ts = [q[f"{who}_train_seconds"] for q in protocols if q.get(f"{who}_train_seconds") is not None]
+        if ts and len(ts) == len(protocols):
+            out[f"{who}_train_seconds"] = sum(ts) / len(ts)
+    return out
+
+
 def rows(folder: Path | None = None) -> list[list[str]]:
     folder = folder or RESULTS
     trans, speech = _load(folder, "translation"), _load(folder, "speech_commands")
@@ -71,14 +87,17 @@ def rows(folder: Path | None = None) -> list[list[str]]:
         unseen = [k for k in p if k != "standard"]
         if "standard" in p:
             out.append(["speech commands", "FSDD `recordings/`, index 0-4 of each speaker",
-                        _pct(p["standard"]["suite_accuracy"]),
-                        f"{_pct(p['standard']['baseline_accuracy'])} TF simple audio",
+                        f"{_pct(p['standard']['suite_accuracy'])}{_seconds(p['standard'], 'suite')}",
+                        f"{_pct(p['standard']['baseline_accuracy'])} TF simple audio"
+                        f"{_seconds(p['standard'], 'baseline')}",
                         _latency(speech.get("latency_seconds")), _serving(speech), _int8(export, "speech_commands")])
         if unseen:
             mean = sum(p[k]["suite_accuracy"] for k in unseen) / len(unseen)
             base = sum(p[k]["baseline_accuracy"] for k in unseen) / len(unseen)
             out.append(["speech, unseen speaker", f"FSDD, each of {len(unseen)} speakers held out in turn (mean)",
-                        _pct(mean), f"{_pct(base)} TF simple audio", "", "", ""])
+                        _pct(mean) + _seconds(_mean_times([p[k] for k in unseen]), "suite"),
+                        f"{_pct(base)} TF simple audio" + _seconds(_mean_times([p[k] for k in unseen]), "baseline"),
+                        "", "", ""])
     return out
 
 

@@ -43,6 +43,18 @@ def test_the_table_is_drawn_from_the_result_files(tmp_path):
     assert summary.rows(tmp_path)[0][2].startswith("50.0%")
 
 
+def test_speech_rows_give_accuracy_and_training_time_for_both_sides(tmp_path):
+    protocol = {"suite_accuracy": 0.99, "baseline_accuracy": 0.9, "suite_train_seconds": 1000.4,
+                "baseline_train_seconds": 17.7}
+    (tmp_path / "speech_commands.json").write_text(json.dumps({"protocols": {
+        "standard": protocol, "george": dict(protocol, suite_accuracy=0.8, suite_train_seconds=900.0),
+        "lucas": dict(protocol, suite_accuracy=0.9, baseline_train_seconds=None)}}))
+    standard, unseen = summary.rows(tmp_path)
+    assert standard[2] == "99.0% (1000 s)" and standard[3] == "90.0% TF simple audio (18 s)"
+    # the mean over held-out speakers: 950 s for the suite; the recipe's time is left out when one run lacks it
+    assert unseen[2] == "85.0% (950 s)" and unseen[3] == "90.0% TF simple audio"
+
+
 def test_only_the_marked_block_is_replaced():
     text = f"intro\n{summary.START}\nold table\n{summary.END}\noutro\n"
     new = summary.replace_block(text, "new table")
