@@ -229,10 +229,11 @@ def run(quick: bool = True, epochs: int | None = None, protocols: list[str] | No
     results["protocols"] = {p: results["protocols"][p] for p in protocols}
 
     predictor = Predictor(last_run)
-    results["latency_seconds"] = latency(predictor, files[0][0].read_bytes(), quick=quick)
-    results["batch"] = batch_throughput(predictor, [f[0].read_bytes() for f in files[:BATCH]])
+    raws = [f[0].read_bytes() for f in files[:BATCH]]
+    results["latency_seconds"] = latency(predictor, raws[0], quick=quick)
+    results["batch"] = batch_throughput(predictor, raws)
     results["peak_rss_mb"] = peak_rss_mb()
-    results["serving_memory"] = serving_memory(last_run.path, [f[0].read_bytes() for f in files[:50]])
+    results["serving_memory"] = serving_memory(last_run.path, raws[:50])
     save_results("speech_commands" + ("_experiment" if config else "") + ("_quick" if quick else "")
                  + ("_" + "_".join(protocols) if subset else ""), results)
 
@@ -360,9 +361,10 @@ def refresh_latency(run_dir: str) -> str:
     if not clip:
         raise SystemExit("shared data `fsdd/recordings/` not found (set SUITE_SHARED_DATA)")
     predictor = Predictor(run)
-    results["latency_seconds"] = latency(predictor, clip[0].read_bytes(), quick=False)
-    results["batch"] = batch_throughput(predictor, [c.read_bytes() for c in clip])
-    results["serving_memory"] = serving_memory(run.path, [c.read_bytes() for c in clip])
+    raws = [c.read_bytes() for c in clip]
+    results["latency_seconds"] = latency(predictor, raws[0], quick=False)
+    results["batch"] = batch_throughput(predictor, raws)
+    results["serving_memory"] = serving_memory(run.path, raws)
     results["latency_note"] = (f"re-measured {datetime.date.today().isoformat()} by `python -m bench.speech_commands "
                                f"--refresh-latency RUN` on a run of the default model ({run.name}), the paths "
                                "called in turn, one call at a time")

@@ -216,27 +216,23 @@ class Translation(Task):
     def _make_meta(self, config, sources, targets, test_pairs) -> dict[str, Any]:
         from plugins.translation.model import learn_vocabulary
 
-        if config.pretrained:  # the preset brings its tokenizer: nothing to learn
-            pre = self._preprocessor(config.pretrained)
-            return {
-                "source_lang": config.source_lang,
-                "target_lang": config.target_lang,
-                "pretrained": config.pretrained,
-                "pad_id": int(pre.tokenizer.pad_token_id),
-                "source_sequence_length": config.source_sequence_length,
-                "examples": [p[0] for p in _spread(test_pairs)],
-                "example_references": [p[1] for p in _spread(test_pairs)],
-            }
-        n = config.vocab_sample
-        return {
+        shown = _spread(test_pairs)
+        meta = {
             "source_lang": config.source_lang,
             "target_lang": config.target_lang,
+            "source_sequence_length": config.source_sequence_length,
+            "examples": [p[0] for p in shown],
+            "example_references": [p[1] for p in shown],
+        }
+        if config.pretrained:  # the preset brings its tokenizer: nothing to learn
+            pre = self._preprocessor(config.pretrained)
+            return {**meta, "pretrained": config.pretrained, "pad_id": int(pre.tokenizer.pad_token_id)}
+        n = config.vocab_sample
+        return {
+            **meta,
             "source_vocab": learn_vocabulary(sources[:n], config.source_vocab_size, lowercase=config.lowercase),
             "target_vocab": learn_vocabulary(targets[:n], config.target_vocab_size, lowercase=config.lowercase),
             "lowercase": config.lowercase,
-            "source_sequence_length": config.source_sequence_length,
-            "examples": [p[0] for p in _spread(test_pairs)],
-            "example_references": [p[1] for p in _spread(test_pairs)],
         }
 
     def _preprocessor(self, preset: str):
