@@ -32,6 +32,7 @@ class Hardware:
     cluster: dict[str, Any] | None = None  # TF_CONFIG["cluster"]
     task_type: str | None = None
     task_index: int = 0
+    cpu_bf16: bool = False  # the CPU computes bfloat16 natively (AVX512_BF16 or AMX)
 
     @property
     def workers(self) -> int:
@@ -119,6 +120,17 @@ def detect_tpu() -> str | None:
         return None
 
 
+def cpu_has_bf16(cpuinfo: str | None = None) -> bool:
+    """True when /proc/cpuinfo lists a native bfloat16 instruction set (oneDNN then runs bf16 convolutions)."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text(encoding="ascii", errors="replace")
+        except OSError:
+            return False
+    flags = next((line.split(":", 1)[1].split() for line in cpuinfo.splitlines() if line.startswith("flags")), [])
+    return bool({"avx512_bf16", "amx_bf16"} & set(flags))
+
+
 def detect_hardware() -> Hardware:
     import tensorflow as tf
 
@@ -146,6 +158,7 @@ def detect_hardware() -> Hardware:
         cluster=(tf_config or {}).get("cluster"),
         task_type=task.get("type"),
         task_index=int(task.get("index", 0)),
+        cpu_bf16=cpu_has_bf16(),
     )
 
 
@@ -216,8 +229,10 @@ def choose_strategy(requested: str, hw: Hardware) -> StrategyChoice:
     return StrategyChoice("default", ["/cpu:0"] if not gpus else gpus[:1], "requested")
 
 
-def choose_precision(requested: str, hw: Hardware, strategy_kind: str = "default") -> PrecisionChoice:
-    """bfloat16 on TPUs and GPUs of compute capability >= 8.0, float16 on 7.x, float32 on CPU."""
+def choose_precision(requested: str, hw: Hardware, strategy_kind: str = "default", *,
+                     cpu_bfloat16_model: bool = False) -> PrecisionChoice:
+    """bfloat16 on TPUs and GPUs of compute capability >= 8.0, float16 on 7.x; float32 on CPU, except bfloat16
+    for a model its plan marks as faster in it (convolutions) on a CPU with native bfloat16."""
     if requested not in PRECISIONS:
         raise SuiteError(f"--precision must be one of {', '.join(PRECISIONS)}; got {requested!r}")
     if requested != "auto":
@@ -231,6 +246,11 @@ def choose_precision(requested: str, hw: Hardware, strategy_kind: str = "default
         if all(c is not None and tuple(c) >= (7, 0) for c in caps):
             return PrecisionChoice("mixed_float16", f"GPU compute capability {min(caps)} is 7.x: float16 tensor cores")
         return PrecisionChoice("float32", "GPU compute capability below 7.0 (or unknown)")
+    if cpu_bfloat16_model and hw.cpu_bf16 and hw.workers <= 1:
+        return PrecisionChoice("mixed_bfloat16", "CPU with native bfloat16 (avx512_bf16/amx) and a model whose "
+                                                 "convolutions run faster in it")
+    if cpu_bfloat16_model:
+        return PrecisionChoice("float32", "CPU without native bfloat16: mixed precision would slow it down")
     return PrecisionChoice("float32", "CPU: mixed precision does not speed it up")
 
 

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     import keras
     import tensorflow as tf
 
+    from suite.budget import TrainingPlan
     from suite.data import DataBundle, DataSource
     from suite.export.signatures import PortableGraph
 
@@ -83,6 +84,15 @@ class Task:
     def batch(self, ds: tf.data.Dataset, batch_size: int, *, training: bool, config: TaskConfig, meta: dict):
         """Batch a split. Override to bucket by length or to pad; labels may be transformed here."""
         return ds.batch(batch_size, drop_remainder=False)
+
+    def plan(self, config: TaskConfig, data: DataBundle, explicit: frozenset[str]) -> TrainingPlan | None:
+        """Choose what the user left open from the loaded data (model size, epochs, batch, input size).
+
+        Called once per run after ``load_data``; ``explicit`` names the config fields the user set, which a
+        plan must leave alone (the trainer ignores any value it returns for them). ``suite.budget`` holds the
+        budget-aware choice. The default plans nothing.
+        """
+        return None
 
     # ---- model -----------------------------------------------------------------------------------
     def build_model(self, config: TaskConfig, data: DataBundle) -> keras.Model:

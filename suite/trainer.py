@@ -195,6 +195,7 @@ def train(
             raise RunError(f"run {run.name!r} is {run.status}; nothing to resume")
         data = run.info.get("data", data)
         config = task.config_class.from_dict({**run.config, **(overrides or {})})
+        explicit = frozenset(config.to_dict())  # a resumed run keeps the choices its plan made
         saved = run.info.get("options") or {}
         options = dataclasses.replace(options, seed=saved.get("seed", options.seed))
         resumed = True
@@ -202,13 +203,15 @@ def train(
         values = load_config_file(config_file) if config_file else {}
         values.update(overrides or {})
         config = task.config_class.from_dict(values)
+        explicit = frozenset(values)
     source = parse_source(data)
     base = None
     if run is None:
         base = name or default_run_name(task.name, source.spec, config.to_dict(), options)
         if store.exists(base):
             existing = store.get(base)
-            same = existing.task_name == task.name and existing.config == config.to_dict() and (
+            requested = existing.info.get("requested_config") or existing.config
+            same = existing.task_name == task.name and requested == config.to_dict() and (
                 existing.info.get("data") == source.spec)
             if existing.status in RESUMABLE and same:
                 run, resumed = existing, True
@@ -236,7 +239,7 @@ def train(
             return _train_in_folder(
                 task, source, config, options, run=run, chief=chief, strategy=strategy,
                 choice=choice, precision=precision, hw=hw, events=events, resumed=resumed, bundle=bundle,
-                extra_callbacks=list(callbacks or []),
+                extra_callbacks=list(callbacks or []), explicit=explicit,
             )
     finally:
         if worker_tmp is not None:
@@ -244,7 +247,7 @@ def train(
 
 
 def _train_in_folder(task, source, config, options, *, run, chief, strategy, choice, precision, hw,
-                     events, resumed, bundle, extra_callbacks):
+                     events, resumed, bundle, extra_callbacks, explicit=frozenset()):
     import keras
     import tensorflow as tf
 
@@ -273,13 +276,19 @@ def _train_in_folder(task, source, config, options, *, run, chief, strategy, cho
     )
     say = f"strategy {choice.kind} over {', '.join(choice.devices)} ({choice.replicas} replica(s)): {choice.reason}"
     events.emit("message", text=say)
-    events.emit("message", text=f"precision {precision.policy}: {precision.reason}")
 
     t0 = time.perf_counter()
     try:
         if bundle is None:
             bundle = task.load_data(source, config)
         bundle = bundle.take_train(config.max_train_examples)
+        config, bundle, plan = _apply_plan(task, config, bundle, explicit, run, resumed)
+        for reason in plan.reasons:
+            events.emit("message", text=f"plan: {reason}")
+        precision = _precision_for_plan(precision, plan, options, hw, choice)
+        events.emit("message", text=f"precision {precision.policy}: {precision.reason}")
+        update(precision=precision.to_dict(), plan=plan.to_dict(),
+               requested_config=run.info.get("requested_config") or config_before_plan(config, plan, explicit))
         meta = dict(bundle.meta)
         atomic.write_yaml(run.file("config.yaml"), config.to_dict())
         atomic.write_json(run.file("meta.json"), meta)
@@ -403,6 +412,38 @@ def _train_in_folder(task, source, config, options, *, run, chief, strategy, cho
         update(status="failed", error=f"{type(err).__name__}: {err}".splitlines()[0])
         events.emit("run_end", status="failed", message=f"{type(err).__name__}: {err}".splitlines()[0])
         raise
+
+
+def _apply_plan(task, config, bundle, explicit, run, resumed):
+    """The task's plan for this data (a resumed run reuses the one it saved): config values the user left open
+    and meta such as the input size."""
+    from suite.budget import TrainingPlan
+
+    saved = run.info.get("plan") if resumed else None
+    plan = TrainingPlan.from_dict(saved) if saved else (task.plan(config, bundle, explicit) or TrainingPlan())
+    values = {k: v for k, v in plan.values.items() if k not in explicit}
+    if values:
+        config = config.replace(**values)
+    if plan.meta:
+        bundle = dataclasses.replace(bundle, meta={**bundle.meta, **plan.meta})
+    return config, bundle, dataclasses.replace(plan, values=values)
+
+
+def config_before_plan(config, plan, explicit) -> dict:
+    """The config as the user asked for it: the planned values back at their defaults (auto-resume compares it)."""
+    defaults = type(config)().to_dict()
+    return {**config.to_dict(), **{k: defaults[k] for k in plan.values if k not in explicit}}
+
+
+def _precision_for_plan(precision, plan, options, hw, choice):
+    from suite import strategy as strat
+
+    if not plan.cpu_bfloat16 or options.precision != "auto":
+        return precision
+    chosen = strat.choose_precision("auto", hw, choice.kind, cpu_bfloat16_model=True)
+    if chosen.policy != precision.policy:
+        strat.set_precision(chosen.policy)
+    return chosen
 
 
 def _build_before_fit(model, strategy, train_ds) -> None:

@@ -26,6 +26,8 @@ PRETRAINED = {
     "efficientnetv2_b0": ("EfficientNetV2B0", "efficientnetv2-b0_notop"),
 }
 POOL = "pool"
+# cnn_fast: block widths (w, 4w, 4w); w is picked by the time budget (see plan.py). 64 is airbench94's width.
+FAST_WIDTHS = (16, 24, 32, 40, 48, 64)
 
 
 def augmentation_layers(aug: dict) -> list:
@@ -62,9 +64,15 @@ def preprocessor(config, meta: dict):
     # keras.applications models here take 0..255 pixels and normalise them themselves.
     to_255 = keras.layers.Rescaling(255.0, name="to_0_255") if pretrained else None
 
+    # cnn_fast standardises each channel with the training data's mean and variance (measured at build time).
+    norm = (keras.layers.Normalization(mean=meta["pixel_mean"], variance=meta["pixel_var"], name="standardise")
+            if config.model == "cnn_fast" and "pixel_mean" in meta else None)
+
     def apply(x):
         # Rescale (which casts to float) before resizing: resizing uint8 differs between eager and graph mode.
         x = resize(rescale(x))
+        if norm is not None:
+            x = norm(x)
         if to_rgb is not None:
             x = to_rgb([x, x, x])
         for layer in aug:
@@ -113,6 +121,65 @@ def scratch_backbone(config, meta: dict):
         return keras.layers.GlobalAveragePooling2D(name=POOL)(x)
 
     return apply
+
+
+def fast_backbone(config, meta: dict):
+    """cnn_fast: the airbench94 layout (Jordan 2024), the fastest known route to high CIFAR-10 accuracy per FLOP.
+
+    A frozen 2x2 convolution initialised to whiten image patches (``whitening_kernel``), then three blocks of
+    conv -> max-pool -> BN -> ReLU -> conv -> BN -> ReLU at widths (w, 4w, 4w), and a global max-pool. Inputs
+    larger than 64 px enter through a stride-2 whitening layer so the first block runs at half resolution.
+    """
+    import keras
+
+    width = int(config.width)
+    channels = int(meta["channels"])
+    stride = 2 if int(meta["image_size"]) > 64 else 1
+
+    def apply(x):
+        x = keras.layers.Conv2D(8 * channels, 2, strides=stride, padding="valid", name="whiten")(x)
+        x = keras.layers.ReLU(name="whiten_relu")(x)
+        for i, w in enumerate((width, 4 * width, 4 * width)):
+            x = keras.layers.Conv2D(w, 3, padding="same", use_bias=False, name=f"block{i}_conv_a")(x)
+            x = keras.layers.MaxPooling2D(name=f"block{i}_pool")(x)
+            # No BN scale: ReLU after BN is scale-free, and fewer weights to decay (as airbench).
+            x = keras.layers.BatchNormalization(momentum=0.9, scale=False, name=f"block{i}_bn_a")(x)
+            x = keras.layers.ReLU(name=f"block{i}_relu_a")(x)
+            x = keras.layers.Conv2D(w, 3, padding="same", use_bias=False, name=f"block{i}_conv_b")(x)
+            x = keras.layers.BatchNormalization(momentum=0.9, scale=False, name=f"block{i}_bn_b")(x)
+            x = keras.layers.ReLU(name=f"block{i}_relu_b")(x)
+        return keras.layers.GlobalMaxPooling2D(name=POOL)(x)
+
+    return apply
+
+
+def fast_forward_macs(width: int, size: int, channels: int = 3) -> float:
+    """Multiply-adds of one cnn_fast forward pass at ``size`` px (what the budget planner costs a model by)."""
+    side = size // 2 if size > 64 else size - 1
+    macs = side * side * 4 * channels * 8 * channels
+    c_in = 8 * channels
+    for w in (width, 4 * width, 4 * width):
+        macs += side * side * 9 * c_in * w
+        side //= 2
+        macs += side * side * 9 * w * w
+        c_in = w
+    return float(macs)
+
+
+def whitening_kernel(images, channels: int, eps: float = 5e-4):
+    """2x2 filters that whiten the patches of ``images`` (N x H x W x C floats, standardised): the eigenvectors
+    of the patch covariance scaled by 1/sqrt(eigenvalue), each with its negative so ReLU keeps both signs."""
+    import numpy as np
+
+    x = np.asarray(images, dtype=np.float64)
+    patches = np.lib.stride_tricks.sliding_window_view(x, (2, 2), axis=(1, 2))  # N, H-1, W-1, C, 2, 2
+    patches = patches.transpose(0, 1, 2, 4, 5, 3).reshape(-1, 4 * channels)
+    if len(patches) > 200_000:
+        patches = patches[np.random.default_rng(0).choice(len(patches), 200_000, replace=False)]
+    eigenvalues, vectors = np.linalg.eigh(np.cov(patches, rowvar=False))
+    filters = (vectors / np.sqrt(np.clip(eigenvalues, 0, None) + eps)).T
+    filters = np.concatenate([filters, -filters], axis=0)  # 8C filters
+    return filters.reshape(8 * channels, 2, 2, channels).transpose(1, 2, 3, 0).astype(np.float32)
 
 
 def _weights_cached(key: str) -> bool:

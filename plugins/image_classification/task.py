@@ -15,6 +15,7 @@ from plugins.image_classification.model import (
     POOL,
     PRETRAINED,
     SCRATCH,
+    fast_backbone,
     preprocessor,
     pretrained_backbone,
     scratch_backbone,
@@ -24,15 +25,16 @@ from suite.data import DataBundle, DataSource, stratified_split_indices, tfds_lo
 from suite.errors import ConfigError, DataSourceError, InputError
 from suite.task import ClassificationTask, Example, Explanation
 
-ModelName = Literal["cnn_small", "cnn_base", "cnn_large", "mobilenet_v3_small", "mobilenet_v3_large",
-                    "efficientnet_b0", "efficientnetv2_b0"]
+ModelName = Literal["auto", "cnn_fast", "cnn_small", "cnn_base", "cnn_large", "mobilenet_v3_small",
+                    "mobilenet_v3_large", "efficientnet_b0", "efficientnetv2_b0"]
 N_EXAMPLES = 4
 _GRADCAM: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> its Grad-CAM sub-model
 
 
 @dataclasses.dataclass
 class ImageClassificationConfig(TaskConfig):
-    """Defaults reach >= 99.3% on MNIST within 10 minutes on 2 CPU cores (see docs/BENCHMARKS.md)."""
+    """Fields left at their defaults are chosen per data set by the plan (plan.py): cnn_base's recipe for grey
+    glyphs, cnn_fast sized to the time budget for photos. Set a field to keep it."""
 
     epochs: int = 8
     batch_size: int = 128
@@ -40,7 +42,9 @@ class ImageClassificationConfig(TaskConfig):
     lr_schedule: Literal["constant", "cosine", "warmup_cosine"] = "warmup_cosine"
     warmup_epochs: float = 0.5
     label_smoothing: float = 0.1
-    model: ModelName = "cnn_base"
+    model: ModelName = "auto"  # auto: cnn_base for grey glyphs, cnn_fast for photos (see plan.py)
+    width: int = 0  # cnn_fast block width (0 = chosen by the time budget)
+    optimizer: Literal["auto", "adamw", "sgd"] = "auto"  # auto: AdamW (sgd when the plan picks cnn_fast)
     image_size: int = 0  # side the model resizes to; 0 = auto (native size of uniform data, 96 otherwise, 224 pretrained)
     channels: int = 0  # 0 = auto (1 when every image is grey), 1 or 3
     augment: bool = True  # master switch for the random layers below
@@ -58,6 +62,8 @@ class ImageClassificationConfig(TaskConfig):
         super().validate()
         if self.image_size != 0 and not 8 <= self.image_size <= 512:
             raise ConfigError(f"image_size must be 0 (auto) or in [8, 512], got {self.image_size}")
+        if self.width < 0:
+            raise ConfigError(f"width must be 0 (auto) or > 0, got {self.width}")
         if self.channels not in (0, 1, 3):
             raise ConfigError(f"channels must be 0 (auto), 1 or 3, got {self.channels}")
         if not 0 <= self.dropout < 1:
@@ -77,8 +83,8 @@ def _resolve(config: ImageClassificationConfig, sizes: set[tuple[int, int]], cha
         size = 224
     elif len(sizes) == 1:
         size = int(np.clip(max(next(iter(sizes))), 28, 128))
-    else:
-        size = 96
+    else:  # photos of varying size: cnn_fast's plan picks up to 128 px, the older models train at 96
+        size = 128 if config.model in ("auto", "cnn_fast") else 96
     # Grey, small images are digits and glyphs: a mirrored 2 is not a 2; photos flip fine.
     glyphs = channels == 1 and size <= 64
     auto = {
@@ -346,7 +352,49 @@ class ImageClassificationTask(ClassificationTask):
         counts = {"train": counts["train"], "val": counts.get("validation", 0), "test": counts.get("test", 0)}
         return DataBundle(splits["train"], splits["val"], splits["test"], meta, counts=counts)
 
+    # ---- plan ----------------------------------------------------------------------------------------
+    def plan(self, config, data, explicit):
+        from plugins.image_classification.plan import is_glyphs, plan_image
+        from suite.budget import measure_flops_per_s
+        from suite.strategy import cpu_has_bf16
+
+        if is_glyphs(data.meta) and config.model in ("auto", "cnn_base"):  # no probe needed
+            return plan_image(config, data.meta, int(data.counts.get("train") or 1), explicit, flops_per_s=1.0)
+        return plan_image(config, data.meta, int(data.counts.get("train") or 1), explicit,
+                          flops_per_s=measure_flops_per_s(),
+                          precision="mixed_bfloat16" if cpu_has_bf16() else "float32")
+
+    def optimizer(self, config, steps_per_epoch):
+        """SGD with Nesterov momentum for cnn_fast (the fast-CIFAR recipe), AdamW otherwise."""
+        if config.optimizer != "sgd":
+            return super().optimizer(config, steps_per_epoch)
+        import keras
+
+        from suite.schedules import make_learning_rate
+
+        return keras.optimizers.SGD(make_learning_rate(config, steps_per_epoch), momentum=0.9, nesterov=True,
+                                    weight_decay=config.weight_decay)
+
     # ---- model -------------------------------------------------------------------------------------
+    def build_model(self, config, data):
+        """cnn_fast standardises pixels with the training data's statistics and whitens 2x2 patches with a
+        frozen first layer, both measured on a sample of training images here."""
+        if config.model != "cnn_fast":
+            return super().build_model(config, data)
+        import dataclasses as dc
+
+        from plugins.image_classification.model import whitening_kernel
+
+        sample = _pixel_sample(data.train, int(data.meta["image_size"]))
+        mean, var = sample.mean(axis=(0, 1, 2)), sample.var(axis=(0, 1, 2)) + 1e-6
+        data = dc.replace(data, meta={**data.meta, "pixel_mean": mean.tolist(), "pixel_var": var.tolist()})
+        model = super().build_model(config, data)
+        whiten = model.get_layer("whiten")
+        kernel = whitening_kernel((sample - mean) / np.sqrt(var), int(data.meta["channels"]))
+        whiten.set_weights([kernel, np.zeros(kernel.shape[-1], np.float32)])
+        whiten.trainable = False
+        return model
+
     def build_inputs(self, config, meta):
         import keras
 
@@ -357,6 +405,8 @@ class ImageClassificationTask(ClassificationTask):
         return preprocessor(config, data.meta)
 
     def build_backbone(self, config, meta):
+        if config.model == "cnn_fast":
+            return fast_backbone(config, meta)
         if config.model in SCRATCH:
             return scratch_backbone(config, meta)
         return pretrained_backbone(config, meta)
@@ -468,6 +518,17 @@ def _gradcam_model(model):
     grad_model = keras.Model(model.inputs, [fmap, logits])
     _GRADCAM[model] = grad_model  # not an attribute: Keras would track it as a sub-layer of the model
     return grad_model
+
+
+def _pixel_sample(ds, size: int, n: int = 2048) -> np.ndarray:
+    """Up to ``n`` training images as floats in [0, 1] at ``size`` px (what the model sees after resizing)."""
+    import tensorflow as tf
+
+    def resized(x, _y):
+        return tf.image.resize(tf.cast(x, tf.float32) / 255.0, (size, size))
+
+    batch = next(iter(ds.take(n).map(resized, num_parallel_calls=tf.data.AUTOTUNE).batch(n)))
+    return batch.numpy().astype(np.float64)
 
 
 def _convert_channels(x: np.ndarray, channels: int) -> np.ndarray:

@@ -1,0 +1,90 @@
+"""What the image plugin chooses from the data and the time budget (``Task.plan``): model, width, input size,
+batch, epochs, schedule and augmentation. ``plan_image`` is pure; the machine's speed comes in as a number.
+
+Grey glyph-like images (digits, letters) keep the residual ``cnn_base`` recipe that reaches 99.4% on MNIST.
+Everything else (photos) gets ``cnn_fast`` sized by ``suite.budget.choose_by_budget``, trained with the
+recipe of the fast-CIFAR line of work: SGD with Nesterov momentum at a high peak rate, warm-up then decay,
+label smoothing 0.2, flips and small translations (docs/BENCHMARKS.md has the measurements behind each value).
+"""
+
+from __future__ import annotations
+
+from plugins.image_classification.model import FAST_WIDTHS, fast_forward_macs
+from suite.budget import Candidate, TrainingPlan, choose_by_budget, target_epochs_for
+
+# With no time_budget_minutes, a photo data set gets this much: CIFAR-10's 45,000 training images reach
+# their accuracy bar with room to spare, and a slower machine still stops by the budget.
+AUTO_BUDGET_MINUTES = 15.0
+PHOTO_SIZES = (64, 96, 128)  # input sides tried for photos of varying size
+# Sustained speed of cnn_fast against the float32 matmul probe (measured: 1.2 in mixed bfloat16 on an AVX512_BF16
+# CPU, 0.9 in float32); small widths run at a lower fraction.
+EFFICIENCY = {"mixed_bfloat16": 1.2, "float32": 0.9}
+
+
+def is_glyphs(meta: dict) -> bool:
+    """Grey, small images are digits and glyphs (MNIST-like): they keep the cnn_base recipe."""
+    return int(meta["channels"]) == 1 and int(meta["image_size"]) <= 64
+
+
+def candidates(meta: dict, uniform: bool, precision: str) -> list[Candidate]:
+    """cnn_fast at every width (and, for photos of varying size, every input side), cheapest first."""
+    channels = int(meta["channels"])
+    sizes = (int(meta["image_size"]),) if uniform else PHOTO_SIZES
+    out = []
+    for size in sizes:
+        for width in FAST_WIDTHS:
+            efficiency = EFFICIENCY.get(precision, 0.9) * (0.75 if width < 32 else 1.0)
+            out.append(Candidate(f"cnn_fast width {width} at {size} px", {"width": width, "image_size": size},
+                                 3 * 2 * fast_forward_macs(width, size, channels), efficiency))
+    return sorted(out, key=lambda c: c.train_flops / c.efficiency)
+
+
+def augmentation(size: int, uniform: bool) -> dict:
+    """Flips and small shifts for small photos (CIFAR-like); photos of varying size add zoom, as a random
+    resized crop does."""
+    if uniform and size <= 64:
+        return {"flip": "horizontal", "rotation": 0.0, "zoom": 0.0, "translation": 2 / 32, "contrast": 0.0,
+                "fill_mode": "reflect"}
+    return {"flip": "horizontal", "rotation": 0.0, "zoom": 0.2, "translation": 0.1, "contrast": 0.1,
+            "fill_mode": "reflect"}
+
+
+def plan_image(config, meta: dict, n_train: int, explicit: frozenset[str], *, flops_per_s: float,
+               precision: str = "mixed_bfloat16") -> TrainingPlan:
+    """The plan for one data set: pure in its arguments (config, data statistics, budget, machine speed)."""
+    model = config.model if "model" in explicit else "auto"
+    if model == "auto" and is_glyphs(meta):
+        return TrainingPlan({"model": "cnn_base"}, {}, ("grey images of at most 64 px look like glyphs (digits, "
+                                                        "letters): the residual cnn_base recipe",))
+    if model not in ("auto", "cnn_fast"):
+        return TrainingPlan({}, {}, (f"model {model} as set: its own defaults",))
+    uniform = int(meta.get("native_sizes", 1)) <= 1
+    auto_budget = "time_budget_minutes" not in explicit or config.time_budget_minutes <= 0
+    budget_min = AUTO_BUDGET_MINUTES if auto_budget else float(config.time_budget_minutes)
+    target = target_epochs_for(n_train)
+    pool = candidates(meta, uniform, precision)
+    if "width" in explicit and config.width:
+        pool = [c for c in pool if c.values["width"] == config.width] or pool
+    if "image_size" in explicit and config.image_size:
+        pool = [c for c in pool if c.values["image_size"] == config.image_size] or pool
+    choice = choose_by_budget(pool, n_train=n_train, budget_s=60 * budget_min, flops_per_s=flops_per_s,
+                              target_epochs=target, max_epochs=2 * target, min_epochs=2,
+                              overhead_s=2.0)
+    size = int(choice.candidate.values["image_size"])
+    epochs = choice.epochs
+    values = {
+        "model": "cnn_fast", **choice.candidate.values, "epochs": epochs, "batch_size": 256,
+        "optimizer": "sgd", "learning_rate": 0.4, "weight_decay": 5e-4, "label_smoothing": 0.2,
+        "lr_schedule": "warmup_cosine", "warmup_epochs": round(max(1.0, 0.15 * epochs), 1), "dropout": 0.0,
+    }
+    if auto_budget:
+        values["time_budget_minutes"] = budget_min
+    reasons = (f"colour or large images ({'one size' if uniform else 'varying sizes'}, {meta['channels']} "
+               f"channel(s), {len(meta['class_names'])} classes): cnn_fast",
+               *choice.reasons,
+               f"input {size} px; " + ("flips and 2-px shifts" if uniform and size <= 64 else
+                                       "flips, zoom, shifts and contrast") + "; SGD-Nesterov, peak rate 0.4, "
+               "batch 256, label smoothing 0.2")
+    aug = {k: (getattr(config, k) if k in explicit else v) for k, v in augmentation(size, uniform).items()}
+    return TrainingPlan(values, {"image_size": size, "augmentation": aug}, reasons,
+                        cpu_bfloat16=True)
