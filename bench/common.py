@@ -254,11 +254,16 @@ def batched_accuracy(forward, x, y, batch: int = 1000) -> float:
     return float((np.concatenate(preds) == y).mean())
 
 
-def timed_snapshots(folder: Path, every_s: float, *, budget_s: float | None = None):
+def timed_snapshots(folder: Path, every_s: float, *, budget_s: float | None = None, at: tuple[float, ...] = ()):
     """A Keras callback saving the weights every ``every_s`` seconds of training (and at the end) so quality
-    against training time can be scored afterwards; the saving is not counted as training time. With
-    ``budget_s`` it also ends training once that much training time is spent. Points: ``callback.points``."""
+    against training time can be scored afterwards; the saving is not counted as training time. ``at`` gives
+    the training seconds to save at instead (``every_s`` is then ignored). With ``budget_s`` it also ends
+    training once that much training time is spent. Points: ``callback.points``."""
     import keras
+
+    def next_due(due: float) -> float:
+        later = [t for t in at if t > due]
+        return (min(later) if later else float("inf")) if at else due + every_s
 
     class _Snapshots(keras.callbacks.Callback):
         def __init__(self):
@@ -267,7 +272,8 @@ def timed_snapshots(folder: Path, every_s: float, *, budget_s: float | None = No
             folder.mkdir(parents=True, exist_ok=True)
 
         def on_train_begin(self, logs=None):
-            self.start, self.paused, self.due = time.perf_counter(), 0.0, every_s
+            self.start, self.paused = time.perf_counter(), 0.0
+            self.due = min(at) if at else every_s
 
         def seconds(self) -> float:
             return time.perf_counter() - self.start - self.paused
@@ -283,7 +289,7 @@ def timed_snapshots(folder: Path, every_s: float, *, budget_s: float | None = No
         def on_train_batch_end(self, batch, logs=None):
             spent = self.seconds()
             if spent >= self.due:
-                self.due += every_s
+                self.due = next_due(self.due)
                 self._save()
             if budget_s is not None and spent >= budget_s:
                 self.model.stop_training = True

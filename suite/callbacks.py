@@ -224,3 +224,21 @@ class EarlyStoppingResumable(keras.callbacks.EarlyStopping):
         if best is not None and not math.isfinite(float(best)):
             best = None
         atomic.write_json(self.state_path, {"wait": int(self.wait), "best": None if best is None else float(best)})
+
+
+class SkippedFiles(keras.callbacks.Callback):
+    """Files of a streamed source that failed to decode: listed in ``skipped.jsonl`` after each epoch, and the
+    run fails in one line once more than the allowed fraction of ``total`` is bad (``SkipLog.check``)."""
+
+    def __init__(self, skips, path: Path, total: int):
+        super().__init__()
+        self.skips, self.path, self.total = skips, Path(path), int(total)
+
+    def on_train_batch_end(self, batch, logs=None):
+        if batch % 50 == 0:  # a source that is mostly broken fails early in the first epoch, not after it
+            self.skips.check(self.total)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.skips.count:
+            self.skips.write(self.path)
+        self.skips.check(self.total)

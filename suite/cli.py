@@ -294,6 +294,79 @@ def import_model(path, task_name, name, classes, meta_file, timeout, memory_mb, 
 
 
 # ---- runs -----------------------------------------------------------------------------------------
+@cli.group("data")
+def data_group():
+    """Look at and pack class-folder data sources (`suite data scan|pack`)."""
+
+
+def _task_files(source: str, task_name: str, val_fraction: float, test_fraction: float):
+    """The splits of a class-folder source as the task's streamed loader would read them, with progress."""
+    from pathlib import Path
+
+    from suite.errors import DataSourceError
+    from suite.registry import get
+    from suite.streaming import class_folder_splits
+
+    task = get(task_name)
+    root = Path(source).expanduser()
+    if not root.is_dir():
+        raise DataSourceError(f"{root} is not a folder of class folders")
+    exts = tuple(f".{e.lstrip('.')}" for e in (getattr(task, "upload_types", None) or ()))
+    if not exts:
+        raise DataSourceError(f"task {task_name!r} declares no file types (upload_types) to pack")
+    return class_folder_splits(root, exts, val_fraction=val_fraction, test_fraction=test_fraction)
+
+
+@data_group.command("scan")
+@click.argument("source")
+@click.option("--task", "task_name", required=True, help="The task whose file types to list.")
+@click.option("--json", "as_json", is_flag=True)
+def data_scan(source, task_name, as_json):
+    """List a class-folder source's files per split and class, without decoding any (names only)."""
+    import time
+
+    t0 = time.perf_counter()
+    splits = _task_files(source, task_name, 0.1, 0.1)
+    seconds = time.perf_counter() - t0
+    summary = {"splits": {k: len(v) for k, v in splits.items()}, "seconds": round(seconds, 3),
+               "classes": sorted({c for v in splits.values() for _, c in v})}
+    if as_json:
+        _echo_json(summary)
+        return
+    total = sum(summary["splits"].values())
+    click.echo(f"{total} files in {len(summary['classes'])} classes, listed in {seconds:.2f} s: "
+               + ", ".join(f"{k} {n}" for k, n in summary["splits"].items()))
+
+
+@data_group.command("pack")
+@click.argument("source")
+@click.argument("out")
+@click.option("--task", "task_name", required=True, help="The task whose file types to pack.")
+@click.option("--val-fraction", type=float, default=0.1, show_default=True,
+              help="Validation share carved from train when the source has no val folder.")
+@click.option("--test-fraction", type=float, default=0.1, show_default=True,
+              help="Test share when the source has no split folders.")
+@click.option("--json", "as_json", is_flag=True)
+def data_pack(source, out, task_name, val_fraction, test_fraction, as_json):
+    """Pack a class-folder source into sharded TFRecord files (a data source like any other)."""
+    from pathlib import Path
+
+    from suite import packed
+
+    splits = _task_files(source, task_name, val_fraction, test_fraction)
+
+    def progress(done, total):
+        click.echo(f"\rpacking {done}/{total} files", nl=False, err=True)
+
+    manifest = packed.pack(splits, Path(out).expanduser(), progress=None if as_json else progress)
+    if as_json:
+        _echo_json(manifest)
+        return
+    click.echo("", err=True)
+    click.echo(f"packed {sum(manifest['counts'].values())} files into {out} in {manifest['seconds']:.1f} s: "
+               + ", ".join(f"{k} {n} ({len(manifest['shards'][k])} shard(s))" for k, n in manifest["counts"].items()))
+
+
 @cli.group(invoke_without_command=True)
 @click.option("--json", "as_json", is_flag=True)
 @click.option("--task", default=None, help="Only runs of this task.")

@@ -33,6 +33,10 @@ class TaskConfig:
     time_budget_minutes: float = 0.0  # > 0: stop when this much training time is spent (epochs is then a cap)
     val_fraction: float = 0.1  # used when the source has no validation split
     test_fraction: float = 0.1  # used when the source has no test split
+    # Where decoded examples live while training: auto picks memory when they fit in a quarter of the free
+    # memory, else a disk cache (suite.streaming.choose_cache); none decodes the files again every epoch.
+    cache: Literal["auto", "memory", "disk", "none"] = "auto"
+    max_bad_fraction: float = 0.01  # streamed files: the run fails once more than this share cannot be read
 
     # Fields shown first in the app's Train form. Plugins extend this tuple.
     ui_fields: ClassVar[tuple[str, ...]] = ("epochs", "batch_size", "learning_rate")
@@ -47,6 +51,8 @@ class TaskConfig:
             raise ConfigError(f"weight_decay must be >= 0, got {self.weight_decay}")
         if not 0 <= self.label_smoothing < 1:
             raise ConfigError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
+        if not 0 <= self.max_bad_fraction <= 1:
+            raise ConfigError(f"max_bad_fraction must be in [0, 1], got {self.max_bad_fraction}")
         for name in ("val_fraction", "test_fraction"):
             if not 0 <= getattr(self, name) < 0.5:
                 raise ConfigError(f"{name} must be in [0, 0.5), got {getattr(self, name)}")

@@ -119,20 +119,43 @@ class _StopSignal:
             signal.signal(sig, handler)
 
 
+def cache_kind(meta: dict, options: TrainOptions) -> str:
+    """memory | disk | none: the plugin's choice for its streamed sources (``meta["cache"]``, made with
+    ``suite.streaming.choose_cache``), else ``--cache``, else memory unless the plugin says it does not fit."""
+    chosen = (meta.get("cache") or {}).get("kind")
+    if chosen:
+        return chosen
+    if options.cache in ("memory", "disk", "none"):
+        return options.cache
+    return "memory" if meta.get("cacheable", True) else "none"
+
+
 def build_pipeline(task: Task, ds, *, batch_size: int, training: bool, config, meta: dict, count: int | None,
-                   options: TrainOptions, input_context=None):
-    """The tf.data pipeline of one split: shard, cache, shuffle, batch (by the task), repeat, prefetch."""
+                   options: TrainOptions, input_context=None, shard=None, split: str = "train"):
+    """The tf.data pipeline of one split: shard, cache, shuffle, batch (by the task), repeat, prefetch.
+
+    ``shard(workers, index)`` gives this worker's share read by file (streamed sources); without it the split
+    is sharded by element. A disk cache (``suite.streaming.DiskCache``) is built here on first use.
+    """
     import tensorflow as tf
 
-    if input_context is not None and input_context.num_input_pipelines > 1:
-        ds = ds.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
+    workers = input_context.num_input_pipelines if input_context is not None else 1
+    if workers > 1:
+        ds = shard(workers, input_context.input_pipeline_id) if shard is not None else \
+            ds.shard(workers, input_context.input_pipeline_id)
         if count is not None:
-            count = math.ceil(count / input_context.num_input_pipelines)
-    cache = options.cache == "memory" or (options.cache == "auto" and meta.get("cacheable", True))
-    if cache:
+            count = math.ceil(count / workers)
+    kind = cache_kind(meta, options)
+    if kind == "memory":
         ds = ds.cache()
+    elif kind == "disk":
+        ds = _disk_cached(ds, meta, split, count, options.seed if training else None,
+                          worker=input_context.input_pipeline_id if workers > 1 else 0)
     if training:
         buffer = max(1, min(count or 10_000, 20_000))
+        if kind != "memory" and meta.get("example_bytes"):
+            # Streamed examples are shuffled by file before decoding; the buffer of decoded ones stays small.
+            buffer = max(1, min(buffer, int(256e6 // max(1, int(meta["example_bytes"])))))
         if count is not None:
             # repeat() then one seeded shuffle stream: a new order every epoch, and the same order under every
             # strategy (a reshuffling seed's state differs once a strategy rewrites the dataset).
@@ -144,6 +167,19 @@ def build_pipeline(task: Task, ds, *, batch_size: int, training: bool, config, m
     opts.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
     opts.deterministic = bool(options.deterministic)
     return ds.with_options(opts).prefetch(tf.data.AUTOTUNE)
+
+
+def _disk_cached(ds, meta: dict, split: str, count: int | None, seed: int | None, worker: int):
+    from suite.streaming import DiskCache
+
+    key = meta.get("cache_key")
+    if not key:
+        return ds.cache()  # the plugin gave no key for its data: a memory cache is the safe fallback
+    cache = DiskCache(f"{key}-{split}-w{worker}")
+    if not cache.ready:
+        spec = ds.element_spec[0]
+        cache.build(ds, shape=tuple(spec.shape), dtype=spec.dtype.name, capacity=int(count or 0) or 1 << 40)
+    return cache.dataset(shuffle_seed=seed)
 
 
 def train(
@@ -304,12 +340,15 @@ def _train_in_folder(task, source, config, options, *, run, chief, strategy, cho
         if choice.kind == "multi_worker" and hw.workers > 1:
             input_context = tf.distribute.InputContext(
                 num_input_pipelines=hw.workers, input_pipeline_id=hw.worker_id, num_replicas_in_sync=replicas)
+        if meta.get("cache"):
+            events.emit("message", text=f"data: {meta['cache']['reason']}")
         train_ds = build_pipeline(task, bundle.train, batch_size=global_batch, training=True, config=config,
-                                  meta=meta, count=n_train, options=options, input_context=input_context)
+                                  meta=meta, count=n_train, options=options, input_context=input_context,
+                                  shard=bundle.shard_train)
         val_ds = None
         if bundle.val is not None:
             val_ds = build_pipeline(task, bundle.val, batch_size=global_batch, training=False, config=config,
-                                    meta=meta, count=bundle.counts.get("val"), options=options)
+                                    meta=meta, count=bundle.counts.get("val"), options=options, split="val")
 
         update(global_batch=global_batch, replicas=replicas, steps_per_epoch=steps_per_epoch,
                counts=bundle.counts, synthetic=bool(bundle.synthetic))
@@ -333,8 +372,10 @@ def _train_in_folder(task, source, config, options, *, run, chief, strategy, cho
             patch_keras_for_multi_worker()
         if choice.kind in ("mirrored", "multi_worker", "tpu"):
             # From an unshuffled copy: iterating train_ds here would shift its shuffle order.
-            probe = task.batch(bundle.train.take(global_batch), global_batch, training=False, config=config,
-                               meta=meta)
+            source = bundle.train
+            if input_context is not None and bundle.shard_train is not None:  # a streamed worker reads its own files
+                source = bundle.shard_train(input_context.num_input_pipelines, input_context.input_pipeline_id)
+            probe = task.batch(source.take(global_batch), global_batch, training=False, config=config, meta=meta)
             _build_before_fit(model, strategy, probe)
 
         monitor = RunMonitor(events, steps_per_epoch=steps_per_epoch, global_batch=global_batch,
@@ -360,6 +401,10 @@ def _train_in_folder(task, source, config, options, *, run, chief, strategy, cho
                                            total_steps=config.epochs * steps_per_epoch if steps_per_epoch else None))
             events.emit("message", text=f"time budget {config.time_budget_minutes:g} min ({spent / 60:.1f} spent "
                                         f"before): at most {config.epochs} epochs, the learning rate decays over it")
+        if bundle.skips is not None:
+            from suite.callbacks import SkippedFiles
+
+            callbacks.append(SkippedFiles(bundle.skips, run.file("skipped.jsonl"), n_train or 0))
         callbacks += extra_callbacks
         run.file("STOP").unlink(missing_ok=True)
         try:
@@ -391,6 +436,10 @@ def _train_in_folder(task, source, config, options, *, run, chief, strategy, cho
             events.emit("message", text="evaluating on the test split")
             result["test"] = task.evaluate(model, bundle.test, config, meta)
         result["train_seconds"] = round(train_seconds, 2)
+        if bundle.skips is not None and bundle.skips.count:
+            bundle.skips.write(run.file("skipped.jsonl"))
+            result["skipped_files"] = bundle.skips.count
+            events.emit("message", text=f"skipped {bundle.skips.count} unreadable file(s), listed in skipped.jsonl")
         done = _epochs_done(run)
         # Every worker saves (Keras collectives may run during save); non-chief copies go to a temp store.
         with atomic.atomic_path(run.model_path, suffix=".keras") as tmp:

@@ -145,22 +145,60 @@ def _example_meta(x: np.ndarray, y: np.ndarray, names: list[str]) -> list[dict]:
     return out
 
 
-def _read_folder(root: Path, max_side: int) -> tuple[list[np.ndarray], list[str], list[str]]:
-    """Decode every image under ``root/<class>/`` as RGB; returns images, their class names and skipped files.
+def _decode_files(files: list[tuple[str, str]], max_side: int) -> tuple[list[np.ndarray], list[str], list[str]]:
+    """Decode every listed image as RGB; returns images, their class names and the files that failed.
 
     Images are shrunk to ``max_side`` while decoding so a folder of camera photos fits in memory.
     """
     arrays, labels, skipped = [], [], []
-    for class_dir in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        for f in sorted(class_dir.rglob("*")):
-            if not f.is_file() or f.suffix.lower() not in images.EXTENSIONS:
-                continue
-            try:
-                arrays.append(images.decode_image(f.read_bytes(), 3, max_side=max_side))
-                labels.append(class_dir.name)
-            except (InputError, OSError):
-                skipped.append(str(f))
+    for path, label in files:
+        try:
+            arrays.append(images.decode_image(Path(path).read_bytes(), 3, max_side=max_side))
+            labels.append(label)
+        except (InputError, OSError):
+            skipped.append(path)
     return arrays, labels, skipped
+
+
+def _list_folder(root: Path) -> dict[str, list[tuple[str, str]]]:
+    """``split -> [(path, class)]``: ``root/{train,val,test}/<class>/`` when there is a train folder, else
+    everything under ``root/<class>/`` as ``all``. Names only: nothing is decoded here."""
+    from suite.streaming import scan_class_folders
+
+    split_dirs = {k: root / k for k in ("train", "val", "test") if (root / k).is_dir()}
+    if "train" in split_dirs:
+        return {k: scan_class_folders(d, images.EXTENSIONS) for k, d in split_dirs.items()}
+    return {"all": scan_class_folders(root, images.EXTENSIONS)}
+
+
+def _header_sample(files: list[tuple[str, str]], n: int = 256) -> tuple[set[tuple[int, int]], bool]:
+    """Sizes (height, width) and whether all are grey, read from the headers of up to ``n`` files spread over
+    the list (PIL opens lazily: no pixel is decoded)."""
+    step = max(1, len(files) // n)
+    return _header_sample_bytes(path for path, _ in files[::step][:n])
+
+
+def _header_sample_bytes(items) -> tuple[set[tuple[int, int]], bool]:
+    """Sizes and greyness from image headers; ``items`` are paths or encoded bytes."""
+    import io
+
+    from PIL import Image
+
+    sizes, grey = set(), True
+    for item in items:
+        try:
+            with Image.open(io.BytesIO(item) if isinstance(item, bytes) else item) as img:
+                sizes.add((img.height, img.width))
+                grey = grey and img.mode in ("L", "I;16", "I", "1", "LA")
+        except Exception:  # noqa: BLE001 - an unreadable file is skipped when it is met in training
+            continue
+    return sizes, grey
+
+
+def _cache_key(names: list[str], settings: dict) -> str:
+    from suite.streaming import files_key
+
+    return files_key(names, settings)
 
 
 class ImageClassificationTask(ClassificationTask):
@@ -191,7 +229,9 @@ class ImageClassificationTask(ClassificationTask):
         if path.is_file() and path.suffix.lower() == ".npz":
             return self._load_npz(path, config)
         if path.is_dir():
-            return self._load_folder(path, config)
+            from suite.packed import is_packed
+
+            return self._load_packed(path, config) if is_packed(path) else self._load_folder(path, config)
         raise DataSourceError(f"{path} is neither a folder of class folders nor an .npz file")
 
     def _bundle(self, splits: dict[str, tuple[np.ndarray, np.ndarray]], names: list[str],
@@ -269,18 +309,37 @@ class ImageClassificationTask(ClassificationTask):
         return self._bundle(splits, names, config, {"source": str(path)})
 
     def _load_folder(self, root: Path, config) -> DataBundle:
-        split_dirs = {k: root / k for k in ("train", "val", "test") if (root / k).is_dir()}
-        max_side = max(256, config.image_size)
-        if "train" in split_dirs:
-            parts = {k: _read_folder(d, max_side) for k, d in split_dirs.items()}
-        else:
-            parts = {"all": _read_folder(root, max_side)}
-        skipped = [f for _, _, s in parts.values() for f in s]
-        names = sorted({label for _, labels, _ in parts.values() for label in labels})
-        if not parts.get("train", parts.get("all"))[0]:
+        """Small folders are decoded into memory (fastest); larger ones stream from the files (or a disk cache
+        of decoded images), as ``suite.streaming.choose_cache`` decides from their decoded size."""
+        from suite.streaming import available_memory, choose_cache
+
+        parts = _list_folder(root)
+        every = [f for files in parts.values() for f in files]
+        if not parts.get("train", parts.get("all")):
             raise DataSourceError(f"no readable images under {root}: expected {root}/<class>/*.png|jpg|... "
                                   f"or {root}/train/<class>/...")
-        every = [a for arrays, _, _ in parts.values() for a in arrays]
+        sizes, grey = _header_sample(every)
+        channels = config.channels or (1 if grey else 3)
+        resolved = _resolve(config.replace(channels=channels), sizes or {(256, 256)}, channels)
+        side = resolved["image_size"]
+        target = next(iter(sizes)) if len(sizes) == 1 else (side, side)
+        choice = choose_cache(config.cache, n_examples=len(every), example_bytes=target[0] * target[1] * channels,
+                              available_bytes=available_memory())
+        if choice.kind != "memory":
+            return self._stream_folder(root, config, resolved, target, choice, max(1, len(sizes)))
+        bundle = self._memory_folder(root, parts, config)
+        bundle.meta["cache"] = choice.to_dict()
+        return bundle
+
+    def _memory_folder(self, root: Path, parts: dict, config) -> DataBundle:
+        max_side = max(256, config.image_size)
+        decoded = {k: _decode_files(files, max_side) for k, files in parts.items()}
+        skipped = [f for _, _, s in decoded.values() for f in s]
+        names = sorted({label for _, labels, _ in decoded.values() for label in labels})
+        if not decoded.get("train", decoded.get("all"))[0]:
+            raise DataSourceError(f"no readable images under {root}: expected {root}/<class>/*.png|jpg|... "
+                                  f"or {root}/train/<class>/...")
+        every = [a for arrays, _, _ in decoded.values() for a in arrays]
         grey = all(np.array_equal(a[..., 0], a[..., 1]) and np.array_equal(a[..., 0], a[..., 2]) for a in every)
         channels = 1 if grey else 3
         sizes = {a.shape[:2] for a in every}
@@ -295,17 +354,97 @@ class ImageClassificationTask(ClassificationTask):
             x = x[..., :1] if channels == 1 else x
             return x, np.array([index[label] for label in labels], dtype=np.int64)
 
-        if "all" in parts:
-            x, y = stack(*parts["all"][:2])
+        if "all" in decoded:
+            x, y = stack(*decoded["all"][:2])
             splits = self._split(x, y, config, test=True)
         else:
-            splits = {k: stack(*parts[k][:2]) for k in parts}
+            splits = {k: stack(*decoded[k][:2]) for k in decoded}
             if "val" not in splits:
                 tr, va, _ = stratified_split_indices(splits["train"][1], config.val_fraction, 0.0, seed=0)
                 x, y = splits["train"]
                 splits["train"], splits["val"] = (x[tr], y[tr]), (x[va], y[va])
         return self._bundle(splits, names, config, {"source": str(root), "skipped_files": len(skipped),
                                                     "native_sizes": len(sizes)})
+
+    def _stream(self, config, resolved: dict, target: tuple[int, int], choice, n_sizes: int, names: list[str],
+                make, counts: dict[str, int], source: str, cache_names: list[str]) -> DataBundle:
+        """A bundle decoded by tf.data each epoch (or once into a disk cache): memory stays bounded.
+
+        ``make(split, decode, skips, seed, share)`` gives the split's decoded dataset; ``share`` is a
+        ``(workers, index)`` pair for a worker's files, or None.
+        """
+        from suite.streaming import SkipLog
+
+        channels = int(resolved["channels"])
+        shape = (int(target[0]), int(target[1]), channels)
+        skips = SkipLog(config.max_bad_fraction)
+        max_side = max(256, config.image_size)
+
+        def decode(raw: bytes) -> np.ndarray:
+            return images.resize_array(images.decode_image(raw, channels, max_side=max_side), shape[:2])
+
+        def ds(split, seed=None, share=None):
+            return make(split, decode, shape, skips, seed, share) if counts.get(split) else None
+
+        shown, seen = [], set()
+        test = ds("test") or ds("val")
+        for x, y in test.take(200).as_numpy_iterator():
+            if int(y) not in seen:
+                shown.append((x, int(y)))
+                seen.add(int(y))
+            if len(shown) == N_EXAMPLES:
+                break
+        examples = (_example_meta(np.stack([x for x, _ in shown]), np.array([y for _, y in shown]), names)
+                    if shown else [])
+        meta = {"class_names": names, **resolved, "native_size": list(target), "examples": examples,
+                "source": source, "native_sizes": n_sizes, "cache": choice.to_dict(), "cacheable": False,
+                "example_bytes": int(np.prod(shape)),
+                "cache_key": _cache_key(cache_names, {"shape": shape, "max_side": max_side, "decoder": "pil-1"})}
+        return DataBundle(ds("train", seed=0), ds("val"), ds("test"), meta, counts=dict(counts),
+                          shard_train=lambda n, i: ds("train", seed=0, share=(n, i)), skips=skips)
+
+    def _stream_folder(self, root: Path, config, resolved, target, choice, n_sizes) -> DataBundle:
+        from suite.streaming import class_folder_splits, file_dataset, worker_files
+
+        splits = class_folder_splits(root, images.EXTENSIONS, val_fraction=config.val_fraction,
+                                     test_fraction=config.test_fraction)
+        names = sorted({c for files in splits.values() for _, c in files})
+        index = {n: i for i, n in enumerate(names)}
+
+        def make(split, decode, shape, skips, seed, share):
+            files = splits[split] if share is None else worker_files(splits[split], *share)
+            return file_dataset([p for p, _ in files], [index[c] for _, c in files],
+                                lambda p: decode(Path(p).read_bytes()), shape=shape, dtype="uint8", skips=skips,
+                                shuffle_seed=seed)
+
+        counts = {k: len(v) for k, v in splits.items()}
+        return self._stream(config, resolved, target, choice, n_sizes, names, make, counts, str(root),
+                            [p for files in splits.values() for p, _ in files])
+
+    def _load_packed(self, root: Path, config) -> DataBundle:
+        """A folder written by ``suite data pack``: the shards' encoded images, decoded while training."""
+        from suite import packed
+        from suite.streaming import available_memory, choose_cache, decoded, worker_files
+
+        man = packed.manifest(root)
+        shards, counts = man["shards"], {k: int(v) for k, v in man["counts"].items()}
+        if not counts.get("train"):
+            raise DataSourceError(f"{root} holds no training examples")
+        raws = [raw for _, raw, _ in packed.records(root, shards["train"]).take(256).as_numpy_iterator()]
+        sizes, grey = _header_sample_bytes(raws)
+        channels = config.channels or (1 if grey else 3)
+        resolved = _resolve(config.replace(channels=channels), sizes or {(256, 256)}, channels)
+        target = next(iter(sizes)) if len(sizes) == 1 else (resolved["image_size"],) * 2
+        choice = choose_cache(config.cache, n_examples=sum(counts.values()),
+                              example_bytes=target[0] * target[1] * channels, available_bytes=available_memory())
+
+        def make(split, decode, shape, skips, seed, share):
+            files = shards.get(split, []) if share is None else worker_files(shards.get(split, []), *share)
+            return decoded(packed.records(root, files, shuffle_seed=seed), decode, shape=shape, dtype="uint8",
+                           skips=skips)
+
+        return self._stream(config, resolved, target, choice, max(1, len(sizes)), list(man["class_names"]), make,
+                            counts, str(root), [str(root / s) for v in shards.values() for s in v])
 
     def _load_tfds(self, source: DataSource, config) -> DataBundle:
         import tensorflow as tf

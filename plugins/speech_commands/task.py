@@ -21,6 +21,7 @@ from plugins.speech_commands import audio
 from suite.config import TaskConfig
 from suite.data import DataBundle, DataSource, stratified_split_indices, tfds_load
 from suite.errors import ConfigError, DataSourceError, InputError
+from suite.streaming import SkipLog, available_memory, choose_cache, decoded, files_key, worker_files
 from suite.task import ClassificationTask, Example, Explanation
 
 SILENCE, UNKNOWN = "_silence_", "_unknown_"
@@ -324,24 +325,24 @@ class SpeechCommandsTask(ClassificationTask):
             items["train"] = _Items(tr.paths + [p for p, _ in synthetic], tr.labels + [y for _, y in synthetic],
                                     tr.seeds + [0] * len(synthetic))
 
-        def load(path, seed):
-            p = path.decode()
+        skips = SkipLog(config.max_bad_fraction)
+
+        def load(payload: bytes):
+            p, seed = payload.decode().rsplit("\0", 1)
             if p == _SILENCE_PATH:
                 return _silence_clip(self._noise(noise_key, config), n, int(seed))
             return audio.load_file(p, rate, n)
 
-        def to_ds(it: _Items):
+        def to_ds(it: _Items, share=None):
             if not it.paths:
                 return None
-            ds = tf.data.Dataset.from_tensor_slices((it.paths, np.asarray(it.seeds, np.int64),
-                                                     np.asarray(it.labels, np.int64)))
-
-            def read(p, s, y):
-                w = tf.numpy_function(load, [p, s], tf.float32, stateful=False)
-                w.set_shape([n])
-                return w, y
-
-            return ds.map(read, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+            rows = list(zip(it.paths, it.seeds, it.labels, strict=True))
+            rows = worker_files(rows, *share) if share else rows
+            payloads = [f"{p}\0{s}" for p, s, _ in rows]
+            ds = tf.data.Dataset.from_tensor_slices(([p for p, _, _ in rows], payloads,
+                                                     np.asarray([y for _, _, y in rows], np.int64)))
+            # A clip that fails to decode is skipped and listed (skipped.jsonl), not the end of the run.
+            return decoded(ds, load, shape=(n,), dtype="float32", skips=skips)
 
         test_items = items["test"] if items["test"].paths else items["val"]
         examples = []
@@ -352,12 +353,16 @@ class SpeechCommandsTask(ClassificationTask):
                     break
         meta = self._meta(class_names, config, noise_key, spec, examples=examples[:8])
         total = sum(len(it.paths) for it in items.values())
-        meta["cacheable"] = total * n * 4 < 4 * 1024**3  # decode once and keep in memory when under 4 GB
+        choice = choose_cache(config.cache, n_examples=total, example_bytes=n * 4, available_bytes=available_memory())
+        meta.update(cache=choice.to_dict(), example_bytes=n * 4,
+                    cache_key=files_key(sorted({p for it in items.values() for p in it.paths}),
+                                        {"rate": rate, "samples": n, "noise": noise_key, "decoder": "clip-1"}))
         meta["synthetic_train_examples"] = len(synthetic)
         counts = {s: len(it.paths) for s, it in items.items()}
         meta["class_counts"] = {s: np.bincount(it.labels, minlength=len(class_names)).tolist()
                                 for s, it in items.items()}
-        return DataBundle(to_ds(items["train"]), to_ds(items["val"]), to_ds(items["test"]), meta, counts=counts)
+        return DataBundle(to_ds(items["train"]), to_ds(items["val"]), to_ds(items["test"]), meta, counts=counts,
+                          shard_train=lambda workers, index: to_ds(items["train"], (workers, index)), skips=skips)
 
     def _synthetic_voices(self, class_names, config) -> list[tuple[str, int]]:
         """(wav path, label) of the espeak-ng renditions of each speakable class name (``synthetic_voices``)."""
