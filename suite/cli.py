@@ -64,8 +64,13 @@ class ProgressPrinter:
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="keras-task-suite")
-def cli():
+@click.option("-v", "--verbose", is_flag=True,
+              help="Show TensorFlow's own log lines and library warnings (also SUITE_LOG_LEVEL=info).")
+def cli(verbose):
     """Train, evaluate, try and export Keras task models. See `suite COMMAND --help`."""
+    from suite import quiet
+
+    quiet.install(verbose=verbose or quiet.verbose_from_env())
 
 
 # ---- plugins --------------------------------------------------------------------------------------

@@ -69,33 +69,26 @@ def _resolve_task(task: Task | str) -> Task:
     return get(task)
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 @contextlib.contextmanager
 def _run_lock(run: Run):
-    """A PID lock file: refuses a second live trainer on the same run folder; a dead holder's lock is stale."""
-    lock = run.file(".lock")
-    if lock.exists():
-        try:
-            pid = int(lock.read_text().strip() or 0)
-        except (OSError, ValueError):
-            pid = 0
-        if pid and pid != os.getpid() and _pid_alive(pid):
-            raise RunError(f"run {run.name!r} is already being trained by process {pid}")
-    atomic.write_text(lock, str(os.getpid()))
+    """An OS-level exclusive lock on the run folder (``flock`` on ``.lock``): a second trainer of the same run
+    is refused at once, two started together cannot both pass, and a dead holder's lock is released by the OS.
+    The file keeps the holder's PID for the message; it is never unlinked (that would let a third process lock a
+    new file while the second still holds the old one)."""
+    import fcntl
+
+    fd = os.open(run.file(".lock"), os.O_RDWR | os.O_CREAT, 0o644)
     try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "another process"
+            raise RunError(f"run {run.name!r} is already being trained by process {holder}") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
         yield
     finally:
-        with contextlib.suppress(OSError):
-            lock.unlink()
+        os.close(fd)  # closing releases the lock
 
 
 class _StopSignal:
@@ -351,7 +344,8 @@ def _train_in_folder(task, source, config, options, *, run, chief, strategy, cho
                                     meta=meta, count=bundle.counts.get("val"), options=options, split="val")
 
         update(global_batch=global_batch, replicas=replicas, steps_per_epoch=steps_per_epoch,
-               counts=bundle.counts, synthetic=bool(bundle.synthetic))
+               counts=bundle.counts, synthetic=bool(bundle.synthetic),
+               cache={"kind": cache_kind(meta, options), "reason": (meta.get("cache") or {}).get("reason", "")})
         events.emit("run_start", task=task.name, run=run.name, resumed=resumed, epochs=config.epochs,
                     steps_per_epoch=steps_per_epoch, global_batch=global_batch, replicas=replicas,
                     strategy=choice.kind, precision=precision.policy)

@@ -123,3 +123,11 @@ def test_photos_of_varying_size_get_an_input_size_and_zoom():
     assert plan.meta["image_size"] == plan.values["image_size"]
     assert plan.meta["augmentation"]["zoom"] > 0
     assert plan.values["epochs"] >= target_epochs_for(3_000) // 2
+
+
+def test_warmup_follows_the_epochs_that_will_run_even_when_set_by_hand():
+    config = ImageClassificationConfig(epochs=1)
+    plan = plan_image(config, CIFAR, 45_000, frozenset({"epochs"}), flops_per_s=2e11)
+    assert plan.values["warmup_epochs"] <= 0.3  # not the planned run's 3 epochs of warm-up in a 1-epoch run
+    long = plan_image(ImageClassificationConfig(), CIFAR, 45_000, frozenset(), flops_per_s=2e11)
+    assert long.values["warmup_epochs"] == round(0.15 * long.values["epochs"], 1)

@@ -145,3 +145,25 @@ def test_new_plugin_scaffold_installs_registers_and_passes_its_tests(tmp_path):
         assert "passed" in proc.stdout
     finally:
         subprocess.run([sys.executable, "-m", "pip", "uninstall", "-q", "-y", "suite-my-widget"], capture_output=True)
+
+
+def test_cli_is_quiet_by_default_and_verbose_brings_tensorflow_logs_back():
+    """A newcomer's `suite plugins` shows no TensorFlow C++ lines (`I0000 ... oneDNN`, `E0000 ... cuInit`); -v
+    shows them again."""
+    import re
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k not in ("TF_CPP_MIN_LOG_LEVEL", "PYTHONWARNINGS")}
+    tf_line = re.compile(r"^[IWEF]\d{4} |oneDNN|cuInit|absl::InitializeLog", re.M)
+    quiet = subprocess.run([sys.executable, "-m", "suite.cli", "plugins"], capture_output=True, text=True,
+                           env=env, timeout=120)
+    assert quiet.returncode == 0 and "image_classification" in quiet.stdout
+    assert not tf_line.search(quiet.stderr), quiet.stderr[:500]
+    loud = subprocess.run([sys.executable, "-m", "suite.cli", "-v", "plugins"], capture_output=True, text=True,
+                          env=env, timeout=120)
+    assert loud.returncode == 0
+    raw = subprocess.run([sys.executable, "-c", "import tensorflow"], capture_output=True, text=True, env=env,
+                         timeout=120)
+    if tf_line.search(raw.stderr):  # this TensorFlow build logs at import: -v must show it like a plain import
+        assert tf_line.search(loud.stderr), loud.stderr[:500]

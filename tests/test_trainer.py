@@ -221,3 +221,41 @@ def test_epoch_cut_short_leaves_no_data_iterator_for_shutdown(tmp_path):
                 options=TrainOptions(tensorboard=False), callbacks=[StopMidEpoch()])
     assert run.status == "completed" and run.info["epochs_done"] == 1
     assert live() - before == set()
+
+
+_HOLD_LOCK = """
+import sys, time
+from suite.errors import RunError
+from suite.runstore import RunStore
+from suite.trainer import _run_lock
+run = RunStore(sys.argv[1]).get("locked")
+start = float(sys.argv[2])
+while time.time() < start:  # both processes reach for the lock at the same instant
+    pass
+try:
+    with _run_lock(run):
+        print("GOT", flush=True)
+        time.sleep(float(sys.argv[3]))
+except RunError as err:
+    print("REFUSED", err, flush=True)
+"""
+
+
+def test_run_lock_admits_one_of_two_trainers_started_at_once_and_dies_with_its_holder(tmp_path):
+    from suite.runstore import RunStore
+
+    RunStore(tmp_path).create("locked", "tabular_classification", data="sample")
+    start = time.time() + 3
+    procs = [subprocess.Popen([sys.executable, "-c", _HOLD_LOCK, str(tmp_path), str(start), "2"],
+                              stdout=subprocess.PIPE, text=True) for _ in range(2)]
+    outs = sorted(p.communicate(timeout=60)[0].split()[0] for p in procs)
+    assert outs == ["GOT", "REFUSED"]
+    # A holder killed with SIGKILL leaves the .lock file, but the OS has released the lock: the next one gets it.
+    holder = subprocess.Popen([sys.executable, "-c", _HOLD_LOCK, str(tmp_path), "0", "60"], stdout=subprocess.PIPE,
+                              text=True)
+    assert holder.stdout.readline().startswith("GOT")
+    holder.kill()
+    holder.wait(timeout=30)
+    after = subprocess.run([sys.executable, "-c", _HOLD_LOCK, str(tmp_path), "0", "0"], capture_output=True,
+                           text=True, timeout=60)
+    assert after.stdout.startswith("GOT"), after.stdout + after.stderr

@@ -49,6 +49,11 @@ def augmentation(size: int, uniform: bool) -> dict:
             "fill_mode": "reflect"}
 
 
+def _warmup(epochs: int) -> float:
+    """15% of the run, at least one epoch, but never more than 30% of a short run (one epoch set by hand)."""
+    return round(max(min(1.0, 0.3 * epochs), 0.15 * epochs), 1)
+
+
 def plan_image(config, meta: dict, n_train: int, explicit: frozenset[str], *, flops_per_s: float,
                precision: str = "mixed_bfloat16") -> TrainingPlan:
     """The plan for one data set: pure in its arguments (config, data statistics, budget, machine speed)."""
@@ -75,7 +80,7 @@ def plan_image(config, meta: dict, n_train: int, explicit: frozenset[str], *, fl
     values = {
         "model": "cnn_fast", **choice.candidate.values, "epochs": epochs, "batch_size": 256,
         "optimizer": "sgd", "learning_rate": 0.4, "weight_decay": 5e-4, "label_smoothing": 0.2,
-        "lr_schedule": "warmup_cosine", "warmup_epochs": round(max(1.0, 0.15 * epochs), 1), "dropout": 0.0,
+        "lr_schedule": "warmup_cosine", "warmup_epochs": _warmup(config.epochs if "epochs" in explicit else epochs), "dropout": 0.0,
     }
     if auto_budget:
         values["time_budget_minutes"] = budget_min
