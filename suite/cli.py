@@ -163,7 +163,8 @@ def train(task, data, config_file, sets, epochs, name, resume, strategy, devices
 @cli.command("eval")
 @click.argument("run_ref", metavar="RUN")
 @click.option("--data", "data", default=None, help="Evaluate on this source's test split (default: the run's).")
-@click.option("--split", default="test", show_default=True, type=click.Choice(["test", "val", "train"]))
+@click.option("--split", default="test", show_default=True, type=click.Choice(["test", "val", "train", "all"]),
+              help="all: every labelled example of the source (a new file or folder scored whole).")
 @click.option("--limit", type=int, default=0, help="Score only the first N examples.")
 @click.option("--json", "as_json", is_flag=True)
 def eval_cmd(run_ref, data, split, limit, as_json):

@@ -19,18 +19,42 @@ def evaluate_run(ref, *, data: str | None = None, split: str = "test", limit: in
     config = task.config_class.from_dict(run.config)
     source = parse_source(data or run.info.get("data", "sample"))
     bundle = task.load_data(source, config)
-    ds = getattr(bundle, split, None)
+    if split == "all":  # every labelled example of the source, each once: its splits together
+        parts = [d for d in (bundle.train, bundle.val, bundle.test) if d is not None]
+        ds = parts[0]
+        for part in parts[1:]:
+            ds = ds.concatenate(part)
+    else:
+        ds = getattr(bundle, split, None)
     if ds is None:
         raise DataSourceError(f"data source {source.spec!r} has no {split} split")
     meta = run.meta
-    if "class_names" in meta and bundle.meta.get("class_names") not in (None, meta["class_names"]):
-        raise DataSourceError(
-            f"the classes of {source.spec!r} ({', '.join(map(str, bundle.meta['class_names'][:6]))}...) differ "
-            f"from the model's ({', '.join(map(str, meta['class_names'][:6]))}...)"
-        )
+    if "class_names" in meta and bundle.meta.get("class_names") is not None:
+        ds = match_classes(ds, [str(c) for c in bundle.meta["class_names"]], [str(c) for c in meta["class_names"]],
+                           source.spec)
     model = run.load_model()
     report = task.evaluate(model, ds, config, meta, limit=limit)
     report = {"data": source.spec, "split": split, "limit": limit, **report}
     slug = hashlib.sha1(f"{source.spec}|{split}|{limit}".encode()).hexdigest()[:8]
     atomic.write_json(run.file(f"eval/{split}-{slug}.json"), report)
     return report
+
+
+def match_classes(ds, source_names: list[str], model_names: list[str], spec: str):
+    """Labels of ``ds`` (indices into ``source_names``) renumbered to the model's class order, matched by name;
+    one clear line when the source has classes the model does not know."""
+    unknown = [n for n in source_names if n not in model_names]
+    if unknown:
+        raise DataSourceError(
+            f"{spec!r} has class(es) the model does not know: {', '.join(unknown[:6])}"
+            f"{'...' if len(unknown) > 6 else ''} (the model's: {', '.join(model_names[:10])})")
+    if source_names == model_names[:len(source_names)]:
+        return ds
+    import tensorflow as tf
+
+    table = tf.constant([model_names.index(n) for n in source_names], tf.int64)
+
+    def renumber(x, y):
+        return x, tf.gather(table, tf.cast(y, tf.int64))
+
+    return ds.map(renumber)

@@ -259,7 +259,8 @@ def train(
     precision = strat.choose_precision(options.precision, hw, choice.kind)
     strategy = strat.make_strategy(choice)  # MultiWorkerMirroredStrategy must come before other TF work
     strat.set_precision(precision.policy)
-    if run is None:
+    created = run is None
+    if created:
         run = store.create(base, task.name, data=source.spec)
 
     events = EventWriter(run.events_path, listeners if chief else [])
@@ -270,6 +271,12 @@ def train(
                 choice=choice, precision=precision, hw=hw, events=events, resumed=resumed, bundle=bundle,
                 extra_callbacks=list(callbacks or []), explicit=explicit,
             )
+    except SuiteError as err:
+        # A source or config the task refused before training began leaves no run folder behind.
+        if created and getattr(err, "before_training", False):
+            with contextlib.suppress(OSError, SuiteError):
+                store.delete(run)
+        raise
     finally:
         if worker_tmp is not None:
             shutil.rmtree(worker_tmp, ignore_errors=True)
@@ -308,10 +315,14 @@ def _train_in_folder(task, source, config, options, *, run, chief, strategy, cho
 
     t0 = time.perf_counter()
     try:
-        if bundle is None:
-            bundle = task.load_data(source, config)
-        bundle = bundle.take_train(config.max_train_examples)
-        config, bundle, plan = _apply_plan(task, config, bundle, explicit, run, resumed)
+        try:
+            if bundle is None:
+                bundle = task.load_data(source, config)
+            bundle = bundle.take_train(config.max_train_examples)
+            config, bundle, plan = _apply_plan(task, config, bundle, explicit, run, resumed)
+        except SuiteError as err:
+            err.before_training = True  # train() removes the folder it made for this run
+            raise
         for reason in plan.reasons:
             events.emit("message", text=f"plan: {reason}")
         precision = _precision_for_plan(precision, plan, options, hw, choice)

@@ -167,3 +167,26 @@ def test_cli_is_quiet_by_default_and_verbose_brings_tensorflow_logs_back():
                          timeout=120)
     if tf_line.search(raw.stderr):  # this TensorFlow build logs at import: -v must show it like a plain import
         assert tf_line.search(loud.stderr), loud.stderr[:500]
+
+
+def test_eval_scores_a_whole_external_file_with_classes_matched_by_name(trained, tmp_path):
+    """A CSV holding only two of the three classes (so its class indices differ from the model's) is scored
+    whole with --split all; a class the model does not know is one clear line."""
+    from sklearn.datasets import load_iris
+
+    iris = load_iris()
+    rows = ["sepal_l,sepal_w,petal_l,petal_w,label"]
+    keep = [i for i in range(150) if iris.target[i] in (1, 2)]  # versicolor, virginica only
+    rows += [",".join(f"{v:.1f}" for v in iris.data[i]) + f",{iris.target_names[iris.target[i]]}" for i in keep]
+    path = tmp_path / "new.csv"
+    path.write_text("\n".join(rows) + "\n")
+    report = json.loads(suite("eval", "iris", "--data", str(path), "--split", "all", "--json", home=trained,
+                              check=True).stdout)
+    assert report["examples"] == 100 and report["split"] == "all"
+    # Renumbered by name: versicolor (index 0 in the file) is scored as the model's class 1, so the model's
+    # first class (setosa) gets no true examples.
+    assert sum(report["confusion_matrix"][0]) == 0 and report["accuracy"] > 0.5
+    rows.append("5.0,3.0,1.0,0.1,tulip")
+    path.write_text("\n".join(rows) + "\n")
+    bad = suite("eval", "iris", "--data", str(path), "--split", "all", home=trained)
+    assert bad.returncode == 2 and "does not know: tulip" in one_error_line(bad)

@@ -259,3 +259,18 @@ def test_run_lock_admits_one_of_two_trainers_started_at_once_and_dies_with_its_h
     after = subprocess.run([sys.executable, "-c", _HOLD_LOCK, str(tmp_path), "0", "0"], capture_output=True,
                            text=True, timeout=60)
     assert after.stdout.startswith("GOT"), after.stdout + after.stderr
+
+
+def test_a_rejected_data_source_leaves_no_run_folder(tmp_path):
+    from suite.errors import DataSourceError
+    from suite.registry import get
+    from suite.runstore import RunStore
+    from suite.trainer import train
+
+    empty = tmp_path / "photos"
+    (empty / "cats").mkdir(parents=True)
+    store = RunStore(tmp_path / "runs")
+    with pytest.raises(DataSourceError, match="no readable images"):
+        train(get("image_classification"), str(empty), {"epochs": 1}, store=store)
+    assert [r.name for r in store.list()] == []
+    assert not [p for p in (tmp_path / "runs").iterdir() if not p.name.startswith(".")]
