@@ -187,13 +187,20 @@ def eval_cmd(run_ref, data, split, limit, as_json):
 @click.argument("run_ref", metavar="RUN")
 @click.argument("inputs", nargs=-1, required=True, metavar="INPUT...")
 @click.option("--top-k", type=int, default=3, show_default=True)
+@click.option("--text", "as_text", is_flag=True, help="Take every INPUT as literal text, even one that looks "
+              "like a file name.")
 @click.option("--json", "as_json", is_flag=True)
-def predict(run_ref, inputs, top_k, as_json):
-    """Predict with a run's model. INPUT is a file, '-' for stdin, or literal text for text tasks."""
+def predict(run_ref, inputs, top_k, as_text, as_json):
+    """Predict with a run's model.
+
+    INPUT is a file, '-' for standard input, or literal text (text and table tasks). An INPUT that looks like a
+    file name (photo.jpg, ./notes.txt) but does not exist is an error, not text: pass --text to mean it. Put
+    '--' before inputs that start with '-' (`suite predict RUN -- -1.5,2,0.3`).
+    """
     from suite.predictor import Predictor
 
     predictor = Predictor(run_ref)
-    raws = [_read_cli_input(predictor.task, item) for item in inputs]
+    raws = [item if as_text else _read_cli_input(predictor.task, item) for item in inputs]
     results = predictor.predict(raws, top_k=top_k)
     if as_json:
         _echo_json([{"input": i, **r} for i, r in zip(inputs, results, strict=True)])
@@ -220,9 +227,22 @@ def _read_cli_input(task, item: str):
     if is_file:
         data = read_input_file(path)
         return data.decode("utf-8", errors="replace") if task.input_kind == "text" else data
-    if task.input_kind in ("text", "table"):
+    if task.input_kind in ("text", "table") and not looks_like_path(item):
         return item
-    raise SuiteError(f"input file not found: {item}")
+    hint = " (pass --text to predict on it as text)" if task.input_kind in ("text", "table") else ""
+    raise SuiteError(f"input file not found: {item}{hint}")
+
+
+def looks_like_path(item: str) -> bool:
+    """A single word with a folder separator, a leading ./ or ~, or a short file extension (photo.jpg,
+    reviews.tsv): meant as a file, not as text. Sentences, numbers (3.5) and CSV rows (5.1,3.5) are text."""
+    import re
+
+    if not item or any(c.isspace() for c in item) or "," in item:
+        return False
+    if item.startswith(("./", "../", "~", "/")) or "/" in item or "\\" in item:
+        return True
+    return re.fullmatch(r"[^.]+\.[A-Za-z][A-Za-z0-9]{0,4}", item) is not None
 
 
 # ---- export ---------------------------------------------------------------------------------------

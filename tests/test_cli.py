@@ -190,3 +190,18 @@ def test_eval_scores_a_whole_external_file_with_classes_matched_by_name(trained,
     path.write_text("\n".join(rows) + "\n")
     bad = suite("eval", "iris", "--data", str(path), "--split", "all", home=trained)
     assert bad.returncode == 2 and "does not know: tulip" in one_error_line(bad)
+
+
+def test_predict_tells_a_missing_file_from_text_and_takes_dash_inputs(trained, tmp_path):
+    missing = suite("predict", "iris", "flowers.csv", home=trained)
+    assert missing.returncode == 2 and "input file not found: flowers.csv" in one_error_line(missing)
+    assert "--text" in one_error_line(missing)
+    forced = suite("predict", "iris", "--text", "flowers.csv", home=trained)
+    assert forced.returncode == 2 and "input file not found" not in forced.stderr  # the model read it as a row
+    negative = suite("predict", "iris", "--json", "--", "-5.1,3.5,1.4,0.2", home=trained, check=True)
+    assert json.loads(negative.stdout)[0]["input"] == "-5.1,3.5,1.4,0.2"
+    env = dict(os.environ, SUITE_HOME=str(trained), TF_CPP_MIN_LOG_LEVEL="3")
+    piped = subprocess.run([sys.executable, "-m", "suite.cli", "predict", "iris", "-", "--json"], input="6.7,3.0,5.2,2.3",
+                           capture_output=True, text=True, env=env, timeout=240)
+    assert piped.returncode == 0 and json.loads(piped.stdout)[0]["label"] in ("versicolor", "virginica")
+    assert "--text" in suite("predict", "--help", home=trained, check=True).stdout
