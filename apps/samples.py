@@ -15,8 +15,10 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -302,7 +304,25 @@ def run_lane(index: int, coordinator: int, store: RunStore, timeout: float = 600
     return prepare_samples([t for _, t in mine], store)
 
 
+def stop_with_parent(grace_s: float = 15.0, poll_s: float = 1.0) -> threading.Thread:
+    """Background sample training ends when the process that started it (the server, or the coordinator)
+    is gone: SIGTERM to itself (the trainer stops at the next batch; the run resumes next time), then exit."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(poll_s)
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(grace_s)
+        os._exit(0)
+
+    thread = threading.Thread(target=watch, name="stop-with-parent", daemon=True)
+    thread.start()
+    return thread
+
+
 def main(argv: list[str]) -> int:
+    stop_with_parent()
     store = RunStore(os.environ.get("SUITE_HOME") or None)
     if argv[:1] == ["--lane-index"]:
         run_lane(int(argv[1]), int(argv[2]), store)

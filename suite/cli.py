@@ -477,7 +477,6 @@ def runs_delete(refs, yes):
 @click.argument("streamlit_args", nargs=-1, type=click.UNPROCESSED)
 def app(port, address, streamlit_args):
     """Start the Streamlit app."""
-    import subprocess
 
     from apps.settings import streamlit_flags
     from suite.paths import app_entry
@@ -485,7 +484,50 @@ def app(port, address, streamlit_args):
     # Server settings as flags, so XSRF, CORS, upload limits... apply whatever the current directory.
     cmd = [sys.executable, "-m", "streamlit", "run", str(app_entry()), *streamlit_flags(), "--server.port",
            str(port), "--server.address", address, *streamlit_args]
-    sys.exit(subprocess.call(cmd))
+    sys.exit(run_process_group(cmd))
+
+
+def run_process_group(cmd: list[str], grace_s: float = 20.0) -> int:
+    """Run ``cmd`` in a process group of its own and forward SIGTERM, SIGINT and SIGHUP to the whole group
+    (the server and the helpers it starts, such as background sample training); when the command ends, what
+    is left of its group is stopped too, so nothing outlives it on its port."""
+    import signal
+    import subprocess
+    import time
+
+    proc = subprocess.Popen(cmd, start_new_session=True)
+
+    def group_signal(sig) -> None:
+        try:
+            os.killpg(proc.pid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+    def forward(signum, frame) -> None:
+        group_signal(signum)
+
+    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
+    try:
+        code = proc.wait()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    group_signal(signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline and _group_alive(proc.pid):
+        time.sleep(0.2)
+    group_signal(signal.SIGKILL)
+    return code
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 @cli.command("new-plugin")
