@@ -4,11 +4,9 @@ crash in training cannot take it down. Also: safe extraction of uploaded zips, a
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import zipfile
@@ -84,12 +82,6 @@ def request_stop(run: Run) -> None:
     if not run.path.exists():
         raise RunError(f"run {run.name!r} is gone: its folder was deleted")
     (run.path / "STOP").write_text("stop requested from the app\n", encoding="utf-8")
-
-
-def kill_group(pid: int) -> None:
-    """Last resort for a trainer that does not stop: SIGTERM its process group (it was started in its own)."""
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(os.getpgid(pid), signal.SIGTERM)
 
 
 def log_tail(run_dir: Path, lines: int = 25) -> str:

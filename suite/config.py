@@ -72,10 +72,6 @@ class TaskConfig:
         return {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
 
     @classmethod
-    def field_names(cls) -> list[str]:
-        return [f.name for f in dataclasses.fields(cls)]
-
-    @classmethod
     def from_dict(cls, values: dict[str, Any] | None = None, *, strict: bool = True):
         """Build a validated config from defaults plus ``values`` (coerced to each field's type)."""
         values = dict(values or {})

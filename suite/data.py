@@ -161,11 +161,3 @@ def tfds_load(source: DataSource, splits: list[str], *, as_supervised: bool = Tr
             continue
         out.append(builder.as_dataset(split=split, as_supervised=as_supervised, shuffle_files=False))
     return out, builder.info
-
-
-def shared_data_dir() -> Path:
-    """Where the project's real benchmark data lives (``SUITE_SHARED_DATA``, default ``../shared/data``)."""
-    env = os.environ.get("SUITE_SHARED_DATA")
-    if env:
-        return Path(env)
-    return Path(__file__).resolve().parent.parent.parent / "shared" / "data"

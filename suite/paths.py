@@ -5,10 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 
-def package_root() -> Path:
-    return Path(__file__).resolve().parent
-
-
 def app_entry() -> Path:
     import apps
 

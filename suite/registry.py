@@ -16,8 +16,7 @@ import dataclasses
 import difflib
 import os
 import threading
-import traceback
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from importlib.metadata import EntryPoint, entry_points
 
 from suite.errors import PluginError
@@ -180,10 +179,3 @@ def set_registry(reg: Registry | None) -> None:
     global _default
     with _lock:
         _default = reg
-
-
-def format_traceback(err: BaseException) -> str:
-    return "".join(traceback.format_exception_only(type(err), err)).strip()
-
-
-RegisterFn = Callable[[Task], Task | None]

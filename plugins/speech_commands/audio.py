@@ -214,12 +214,3 @@ def load_long(path: str | Path, sample_rate: int, max_seconds: float = 600.0) ->
     """A long noise recording at the model rate (for background-noise mixing and silence clips)."""
     wave, rate = read_audio(str(path), max_seconds=max_seconds)
     return resample(wave, rate, sample_rate)
-
-
-def wav_bytes(wave: np.ndarray, sample_rate: int, subtype: str = "PCM_16") -> bytes:
-    """Encode a float waveform as WAV bytes (examples, tests)."""
-    import soundfile as sf
-
-    buf = io.BytesIO()
-    sf.write(buf, np.clip(np.asarray(wave, np.float32), -1, 1), sample_rate, format="WAV", subtype=subtype)
-    return buf.getvalue()

@@ -440,10 +440,3 @@ def evaluate_translations(model, ds, *, limit: int = 0, batch_size: int = 64, sh
         "samples": [{"source": s, "reference": r, "translation": h}
                     for s, r, h in list(zip(sources, refs, hyps, strict=True))[:show]],
     }
-
-
-def load_pretrained(preset: str):
-    """A KerasHub seq2seq preset (BART, T5) with its preprocessor; offline -> one SuiteError line."""
-    from plugins.translation.pretrained import load_seq2seq
-
-    return load_seq2seq(preset)
