@@ -157,12 +157,21 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
     complete; a full disk raises :class:`suite.atomic.DiskFullError` (one line).
     """
 
+    def __init__(self, *args, **kwargs):
+        from suite.compat import backup_internals, require
+
+        super().__init__(*args, **kwargs)
+        require(keras.callbacks.BackupAndRestore, "_save_model", "atomic epoch backups")  # what this replaces
+        backup_internals(self)
+
     def _save_model(self):
+        from suite.compat import backup_internals, backup_position
+
+        weights, metadata = backup_internals(self)
         Path(self.backup_dir).mkdir(parents=True, exist_ok=True)
-        with atomic.atomic_path(self._weights_path, suffix=".weights.h5") as tmp:
+        with atomic.atomic_path(weights, suffix=".weights.h5") as tmp:
             self.model.save_weights(str(tmp), overwrite=True)
-        atomic.write_json(self._training_metadata_path,
-                          {"epoch": self._current_epoch, "batch": self._last_batch_seen})
+        atomic.write_json(metadata, backup_position(self))
 
 
 class BestCheckpoint(keras.callbacks.Callback):

@@ -501,16 +501,10 @@ def _precision_for_plan(precision, plan, options, hw, choice):
 
 
 def _build_before_fit(model, strategy, train_ds) -> None:
-    """Keras 3.15's symbolic build averages the first PerReplica batch with ``strategy.reduce``, which fails
-    when replicas got unequal shares of a batch and under MultiWorkerMirroredStrategy; build from one local
-    batch instead."""
-    x, y = next(iter(train_ds.take(1)))
+    """Build from one local batch before a distributed fit (see ``compat.build_from_one_batch``)."""
+    from suite.compat import build_from_one_batch
 
-    def build(iterator=None, data_batch=None):
-        with strategy.scope():
-            model._symbolic_build(data_batch=(x, y, None))
-
-    model._maybe_symbolic_build = build
+    build_from_one_batch(model, strategy, next(iter(train_ds.take(1))))
 
 
 def _epochs_done(run: Run) -> int:

@@ -25,6 +25,8 @@ import math
 
 import numpy as np
 
+from suite.compat import idf_weights
+
 MAX_TOKEN_BYTES = 64
 PUNCTUATION = b"!\"#$%&()*+,-./:;<=>?@[\\]^_`{|}~"
 CLITICS = (b"s", b"re", b"ve", b"ll", b"d", b"m")
@@ -333,7 +335,7 @@ def _reproducible(vec) -> dict | None:
     if spec["mode"] == "int" and ngrams == 1 and cfg.get("output_sequence_length"):
         return {**spec, "sequence_length": int(cfg["output_sequence_length"])}
     if spec["mode"] == "tf_idf" and ngrams in (1, 2):
-        return {**spec, "ngrams": ngrams, "idf": np.asarray(vec._lookup_layer.idf_weights_const, np.float32)}
+        return {**spec, "ngrams": ngrams, "idf": np.asarray(idf_weights(vec), np.float32)}
     return None
 
 

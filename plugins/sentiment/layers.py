@@ -9,6 +9,8 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from suite.compat import lookup_layer
+
 PACKAGE = "suite_sentiment"
 
 
@@ -63,12 +65,13 @@ def fast_adapt(layer, texts, *, ngrams: int = 1) -> int:
         docs.update(set(grams))
     counts.pop("", None)
     counts.pop("[UNK]", None)
-    limit = layer._lookup_layer.max_tokens
-    limit = (limit - 1 - (1 if layer._output_mode == "int" else 0)) if limit else None  # OOV (and mask) slots
+    limit = lookup_layer(layer).max_tokens
+    mode = layer.get_config()["output_mode"]
+    limit = (limit - 1 - (1 if mode == "int" else 0)) if limit else None  # OOV (and mask) slots
     vocab = sorted(counts, key=lambda t: (counts[t], t), reverse=True)[:limit]
     if not vocab:
         vocab = ["[EMPTY]"]  # a layer with no vocabulary cannot be built; this token never occurs
-    if layer._output_mode == "tf_idf":
+    if mode == "tf_idf":
         idf = [math.log(1 + n_docs / (1 + docs[t])) for t in vocab]
         layer.set_vocabulary(vocab, idf_weights=idf)
     else:

@@ -136,7 +136,9 @@ def _converter(saved: Path, ops, quantize: str, calibration=None, *, per_channel
         conv.target_spec.supported_types = [tf.float16]
     if quantize == "int8":
         conv.representative_dataset = calibration
-        conv._experimental_disable_per_channel = not per_channel
+        from suite.compat import set_per_channel_quantization
+
+        set_per_channel_quantization(conv, per_channel)
     return conv
 
 
@@ -209,11 +211,11 @@ def _int8_front_end_float(model, carried, content: bytes, saved: Path, ops, cali
     interp = Interpreter(model_content=float_content)
     pattern = re.compile("/(" + "|".join(re.escape(n) for n in layers) + r")(_\d+)?/")
     deny = []
-    for op in interp._get_ops_details():
-        for idx in op["outputs"]:
-            name = interp._get_tensor_details(idx, 0)["name"]
-            if pattern.search("/" + name):
-                deny.append(name)
+    from suite.compat import tflite_op_output_names
+
+    for name in tflite_op_output_names(interp):
+        if pattern.search("/" + name):
+            deny.append(name)
     if not deny:
         return content, full
 
@@ -275,10 +277,11 @@ def build_onnx(model, folder: Path, *, carried, **_) -> tuple[Path, list[str]]:
     """tf2onnx on the frozen carried function (Keras' own ONNX export leaves captured constants as inputs)."""
     import tensorflow as tf
     import tf2onnx
-    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+
+    from suite.compat import freeze
 
     concrete = carried.get_concrete_function()
-    frozen = convert_variables_to_constants_v2(concrete)
+    frozen = freeze(concrete)
     inputs = [t.name for t in frozen.inputs if t.dtype != tf.resource]
     outputs = [t.name for t in frozen.outputs]
     with quiet():
