@@ -124,6 +124,9 @@ def table(folder: Path | None = None, details: str = "[docs/BENCHMARKS.md](docs/
         return "No full benchmark results yet: `make bench`."
     machine = next((d["machine"] for n in ("image_classification", "sentiment", "translation", "speech_commands")
                     if (d := _load(folder, n)) and d.get("machine")), "?")
+    cifar = _load(folder, "cifar10")
+    if cifar and cifar.get("machine") and cifar["machine"] != machine:  # another session's machine
+        machine += f" (the CIFAR-10 row on {cifar['machine']})"
     return "\n".join([
         md_table(["task", "test data", "suite default (training time)", "reference recipe, same data",
                   "one prediction, p50 (vs model.predict)", "serving peak RSS", "int8 TFLite (size, accuracy vs Keras)"],

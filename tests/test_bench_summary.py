@@ -18,7 +18,7 @@ def test_readme_quotes_exactly_what_the_saved_results_say():
     block = readme.split(summary.START, 1)[1].split(summary.END, 1)[0].strip()
     assert block == summary.table().strip()
     assert "No full benchmark results" not in block  # the committed results hold every plugin's full run
-    assert len(summary.rows()) == 5
+    assert len(summary.rows()) == 6  # MNIST, CIFAR-10, SST-2, translation, speech and unseen speakers
 
 
 def _results(folder, accuracy=0.9876, predict_s=0.040, suite_s=0.002):
@@ -41,6 +41,19 @@ def test_the_table_is_drawn_from_the_result_files(tmp_path):
     assert "test machine" in summary.table(tmp_path)
     _results(tmp_path, accuracy=0.5)
     assert summary.rows(tmp_path)[0][2].startswith("50.0%")
+
+
+def test_cifar_row_quotes_the_default_command_when_measured_else_the_longest_budget(tmp_path):
+    curve = {"machine": "other machine", "suite": [{"budget_min": 20, "test_accuracy": 0.863, "seconds": 792}],
+             "recipes": {"keras_resnet20": [{"test_accuracy": 0.7546, "seconds": 1200.1}]}}
+    (tmp_path / "cifar10.json").write_text(json.dumps(curve))
+    (row,) = summary.rows(tmp_path)
+    assert row[2] == "86.3% (20 min budget)" and row[3] == "75.5% Keras ResNet20 example (20 min)"
+    curve["default"] = {"test_accuracy": 0.867, "wall_seconds": 712.6}
+    (tmp_path / "cifar10.json").write_text(json.dumps(curve))
+    assert summary.rows(tmp_path)[0][2] == "86.7% (12 min, whole command)"
+    _results(tmp_path)
+    assert "(the CIFAR-10 row on other machine)" in summary.table(tmp_path)
 
 
 def test_speech_rows_give_accuracy_and_training_time_for_both_sides(tmp_path):
