@@ -211,6 +211,7 @@ def allowed_packages(registry=None) -> tuple[set[str], set[str]]:
     """
     import keras
 
+    import suite.schedules  # noqa: F401  the core's own serializables (a trained model's optimizer names them)
     from suite.registry import get_registry
 
     reg = registry if registry is not None else get_registry()

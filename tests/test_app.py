@@ -619,12 +619,11 @@ def test_server_settings_are_safe_and_applied_by_suite_app(monkeypatch):
     finally:
         config.get_config_options(force_reparse=True)
     # `suite app` runs streamlit with them, whatever the current directory.
-    import subprocess
-
     from suite import cli
 
     seen = []
-    monkeypatch.setattr(subprocess, "call", lambda cmd: seen.append(cmd) or 0)
+    # Intercepted where the command is run, so the test never starts a real server.
+    monkeypatch.setattr(cli, "run_process_group", lambda cmd: seen.append(cmd) or 0)
     with pytest.raises(SystemExit):
         cli.main(["app", "--port", "8765"])
     cmd = seen[0]

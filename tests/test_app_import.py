@@ -183,3 +183,23 @@ def test_h5_savedmodel_and_non_models_are_refused_by_content(home, filename, dat
     at = upload(at, filename, data, name="refused")
     refused(at, pattern)
     no_runs(home)
+
+
+def test_a_model_trained_by_the_suite_imports_with_its_schedule(home, tmp_path):
+    """The app's own export (optimizer on a suite schedule) must import: the import child is a fresh process,
+    where nothing has imported ``suite.schedules`` before the config check."""
+    import keras
+
+    from apps.importing import import_upload
+    from suite.schedules import WarmupCosine
+
+    inp = keras.Input((4,), name="features")
+    model = keras.Model(inp, keras.layers.Dense(3, activation="softmax")(inp))
+    model.compile(optimizer=keras.optimizers.Adam(WarmupCosine(1e-3, 2, 10)), loss="sparse_categorical_crossentropy")
+    model.fit(keras.ops.ones((4, 4)), keras.ops.zeros((4,)), verbose=0)
+    path = tmp_path / "model.keras"
+    model.save(path)
+    assert "suite.schedules" in zipfile.ZipFile(path).read("config.json").decode()
+    run = import_upload(path.read_bytes(), "model.keras", task=TAB, name="own-export", store=RunStore(home),
+                        meta={"n_features": 4})
+    assert run.status == "completed" and run.meta["class_names"] == ["0", "1", "2"]
