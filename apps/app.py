@@ -15,8 +15,10 @@ if str(_ROOT) not in sys.path:  # `streamlit run apps/app.py` from a checkout th
 
 import streamlit as st  # noqa: E402
 
-from apps import samples  # noqa: E402
+from apps import samples, server_log  # noqa: E402
 from apps.common import guard, store  # noqa: E402
+
+server_log.install()
 
 
 @st.cache_resource(show_spinner=False)

@@ -48,15 +48,22 @@ def run_label(run: Run) -> str:
         if isinstance(test.get(key), (int, float)):
             bits.append(f"{key} {test[key]:.3f}")
             break
+    if run.status != "completed":
+        bits.append(f"{run.status} · best checkpoint")
     return " · ".join(bits)
 
 
+# A run cut short keeps its best checkpoint as model.keras (suite/trainer.py), so it can be used as well.
+USABLE_STATUSES = ("completed", "stopped", "interrupted", "failed")
+
+
 def usable_runs(task_name: str) -> list[Run]:
-    """Completed runs of ``task_name`` that have a model, newest first."""
+    """Runs of ``task_name`` that have a model (finished, or cut short with a best checkpoint), newest first;
+    a run training on (resumed) is left out until it ends again."""
     out = []
     for run in store().list(task=task_name):
         with contextlib.suppress(Exception):
-            if run.status == "completed" and run.has_model():
+            if run.status in USABLE_STATUSES and run.has_model():
                 out.append(run)
     return out
 

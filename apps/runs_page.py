@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from apps.common import guard, is_running, is_sample, show_error, store
+from apps.common import guard, is_running, is_sample, store
 
 
 def render() -> None:
@@ -46,23 +46,33 @@ def _runs(runs) -> None:
     st.subheader("Delete")
     doomed = st.multiselect("Runs to delete", names, key="runs:delete")
     sure = st.checkbox("Yes, delete these run folders", key="runs:sure")
-    if st.button("Delete", disabled=not (doomed and sure), key="runs:go"):
-        deleted = []
-        for name in doomed:
-            try:
-                run = store().get(name)
-                if is_running(run):
-                    st.error(f"{name} is training; stop it first.")
-                    continue
-                store().delete(run)
-                deleted.append(name)
-            except Exception as err:
-                show_error(err, name)
-        if deleted:
-            st.session_state["runs:flash"] = f"Deleted {', '.join(deleted)}."
-            for key in ("runs:delete", "runs:sure", "runs:compare"):
-                st.session_state.pop(key, None)
-            st.rerun()
+    # A callback, not code after the button: widget values set before the script runs reach the browser, while
+    # state popped after the widgets were drawn is sent back by the browser on the next rerun (the deleted
+    # names stayed selected, "Yes" stayed ticked).
+    st.button("Delete", disabled=not (doomed and sure), key="runs:go", on_click=_delete_chosen)
+    for line in st.session_state.pop("runs:delete-errors", []):
+        st.error(line)
+
+
+def _delete_chosen() -> None:
+    deleted, errors = [], []
+    for name in st.session_state.get("runs:delete") or []:
+        try:
+            run = store().get(name)
+            if is_running(run):
+                errors.append(f"{name} is training; stop it first.")
+                continue
+            store().delete(run)
+            deleted.append(name)
+        except Exception as err:
+            errors.append(f"{name}: {str(err).splitlines()[0] if str(err) else type(err).__name__}")
+    if deleted:
+        st.session_state["runs:flash"] = f"Deleted {', '.join(deleted)}."
+    st.session_state["runs:delete-errors"] = errors
+    st.session_state["runs:delete"] = [n for n in st.session_state.get("runs:delete") or [] if n not in deleted]
+    st.session_state["runs:sure"] = False
+    # Runs still chosen for comparison stay chosen; only the deleted ones leave the comparison.
+    st.session_state["runs:compare"] = [n for n in st.session_state.get("runs:compare") or [] if n not in deleted]
 
 
 def compare(names: list[str]) -> None:

@@ -16,6 +16,7 @@ import streamlit as st
 from apps import charts, samples, training
 from apps.common import (
     ACTIVE,
+    USABLE_STATUSES,
     get_predictor,
     guard,
     human_bytes,
@@ -36,6 +37,7 @@ from suite.strategy import PRECISIONS, STRATEGIES
 EXPORT_FORMATS = ("keras", "saved_model", "tflite", "onnx")
 QUANTIZE = ("none", "float16", "dynamic", "int8")
 LATENCY_TARGET_MS = 100.0
+TABS = ("Try it", "Train", "Evaluate", "Export")
 
 
 def render(task_name: str) -> None:
@@ -47,7 +49,8 @@ def render(task_name: str) -> None:
     with guard("Sample model"):
         sample_banner(task, runs)
     run = select_run(task, runs)
-    tabs = st.tabs(["Try it", "Train", "Evaluate", "Export"])
+    # Keyed, so "Try it now" on a finished run can bring the user back to the first tab.
+    tabs = st.tabs(list(TABS), key=f"{task.name}:tab", on_change="rerun")
     with tabs[0], guard("Try it"):
         try_tab(task, run)
     with tabs[1], guard("Train"):
@@ -60,22 +63,28 @@ def render(task_name: str) -> None:
 
 # ---- model selection ------------------------------------------------------------------------------
 def select_run(task, runs: list[Run]) -> Run | None:
-    """The model to use: newest completed run by default; says so when the chosen one was deleted."""
+    """The model to use: newest usable run by default, or the run that just finished; says so when the chosen
+    one was deleted."""
     key = f"{task.name}:run"
     # Options are the labels themselves (no format_func), so the widget's value round-trips everywhere.
     by_label = {run_label(r): r for r in runs}
+    pending = st.session_state.pop(f"{task.name}:select-next", None)
+    if pending:
+        st.session_state[key] = next((label for label, r in by_label.items() if r.name == pending),
+                                     st.session_state.get(key))
     chosen = st.session_state.get(key)
     if chosen and chosen not in by_label:
         name = chosen.split(" · ")[0]
         if name not in {r.name for r in runs}:
             gone = not (store().root / name).exists()
-            reason = "its folder was deleted" if gone else "it is no longer a completed run with a model"
+            reason = "its folder was deleted" if gone else "it has no usable model now (training again?)"
             st.error(f"Run {name!r} is gone: {reason}." + (" Using the newest remaining run." if runs else ""))
         del st.session_state[key]
     if not runs:
         return None
-    label = st.selectbox("Model (a completed run of this task)", list(by_label), key=key,
-                         help="Newest first. Sample models were trained on the plugin's built-in sample.")
+    label = st.selectbox("Model (a trained run of this task)", list(by_label), key=key,
+                         help="Newest first. Runs stopped before their last epoch are used from their best "
+                              "checkpoint. Sample models were trained on the plugin's built-in sample.")
     return by_label.get(label)
 
 
@@ -468,6 +477,8 @@ def _progress_view(task, run_dir: Path, was_live: bool) -> None:
         st.info(f"Stopped after {info.get('epochs_done', 0)} epoch(s); Resume continues it.")
     elif not live and code not in (None, 0) and status in ("starting", "not started", "running", "created"):
         st.error(f"The training process exited with code {code} before the run started; see the log.")
+    if not live:
+        _finished_view(task, run, status, b1)
     if prog["message"] and status != "failed":
         st.caption(prog["message"])
     log = training.log_tail(run_dir)
@@ -475,13 +486,35 @@ def _progress_view(task, run_dir: Path, was_live: bool) -> None:
         with st.expander("Log"):
             st.code(log)
     if was_live and not live:
+        if run.has_model():
+            st.session_state[f"{task.name}:select-next"] = run.name  # the model selector picks the new run
         st.rerun(scope="app")  # finished: refresh the model list and stop polling
+
+
+def _finished_view(task, run: Run, status: str, column) -> None:
+    """A run that ended with a model: what it scored, and one click to try it (selected, on the first tab)."""
+    if status not in USABLE_STATUSES or not run.has_model():
+        return
+    metrics = run.metrics
+    test = {k: v for k, v in (metrics.get("test") or {}).items() if isinstance(v, (int, float))}
+    if status == "completed":
+        scores = ", ".join(f"{k} {v:.3f}" for k, v in list(test.items())[:3])
+        st.success(f"Finished{': ' + scores + ' on the test split' if scores else ''}.")
+    else:
+        st.success(f"Its best checkpoint (epoch {metrics.get('best_epoch')}) is saved as a model: it can be "
+                   "tried, evaluated and exported now.")
+
+    def try_now():
+        st.session_state[f"{task.name}:run"] = run_label(run)
+        st.session_state[f"{task.name}:tab"] = TABS[0]
+
+    column.button("Try it now", key=f"{run.name}:try-now", type="primary", on_click=try_now)
 
 
 # ---- Evaluate -------------------------------------------------------------------------------------
 def evaluate_tab(task, run: Run | None) -> None:
     if run is None:
-        st.info("No completed run to evaluate yet.")
+        st.info("No trained model to evaluate yet: train one on the Train tab.")
         return
     metrics = run.metrics
     if not metrics and not run.path.exists():
@@ -536,7 +569,7 @@ def evaluate_tab(task, run: Run | None) -> None:
 # ---- Export ---------------------------------------------------------------------------------------
 def export_tab(task, run: Run | None) -> None:
     if run is None:
-        st.info("No completed run to export yet.")
+        st.info("No trained model to export yet: train one on the Train tab.")
         return
     key = f"{task.name}:export"
     limits = {}

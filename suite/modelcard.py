@@ -11,6 +11,14 @@ def _fmt(value) -> str:
     return str(value)
 
 
+def _cut_short(info: dict, metrics: dict) -> list[str]:
+    if not metrics.get("partial"):
+        return []
+    return [f"- **{info.get('status', 'stopped').capitalize()} before its last epoch**: this model is the best "
+            f"checkpoint so far (epoch {metrics.get('best_epoch')}); `suite train --resume {info.get('name', 'RUN')}` "
+            "trains on and replaces it"]
+
+
 def render_model_card(run, task) -> str:
     info, metrics, config, meta = run.info, run.metrics, run.config, run.meta
     test = metrics.get("test") or {}
@@ -29,6 +37,7 @@ def render_model_card(run, task) -> str:
         f"- Epochs finished: {info.get('epochs_done', 0)}, training time {info.get('train_seconds', '?')} s, "
         f"best epoch {metrics.get('best_epoch')} by `{metrics.get('monitor')}`",
         f"- Hardware: {info.get('hardware', '')}",
+        *_cut_short(info, metrics),
         "",
         "## Test metrics",
         "",

@@ -423,10 +423,18 @@ def _train_in_folder(task, source, config, options, *, run, chief, strategy, cho
             raise RunError(msg) from None
         except StopRequested:
             done = _epochs_done(run)
+            kept = _keep_best_so_far(run, task, model, best, events, train_seconds=time.perf_counter() - t0)
             msg = f"stopped after {done} finished epoch(s); `suite train --resume {run.name}` continues"
+            if kept:
+                msg += f"; the best checkpoint (epoch {best.best_epoch}) can be tried, evaluated and exported"
             events.emit("run_end", status="stopped", message=msg)
             update(status="stopped", epochs_done=done, error=None)
+            if kept:
+                write_model_card(run, task)
             return run
+        except KeyboardInterrupt:
+            _keep_best_so_far(run, task, model, best, events, train_seconds=time.perf_counter() - t0)
+            raise
         finally:
             # An epoch cut short (time budget, stop, divergence) leaves its tf.data iterator alive in a reference
             # cycle; if the collector first meets it during interpreter shutdown, a worker thread still inside a
@@ -466,6 +474,27 @@ def _train_in_folder(task, source, config, options, *, run, chief, strategy, cho
         update(status="failed", error=f"{type(err).__name__}: {err}".splitlines()[0])
         events.emit("run_end", status="failed", message=f"{type(err).__name__}: {err}".splitlines()[0])
         raise
+
+
+def _keep_best_so_far(run, task, model, best, events, *, train_seconds: float) -> bool:
+    """Save a run cut short (stopped, interrupted) from its best checkpoint, so it can be tried, evaluated and
+    exported like a finished one; a resume trains on from its backup and overwrites this. Never raises: the
+    stop itself must not fail because the disk is full or the weights are odd."""
+    if not best.weights_path.exists():
+        return False
+    try:
+        best.restore(model)
+        with atomic.atomic_path(run.model_path, suffix=".keras") as tmp:
+            model.save(tmp)
+        atomic.write_json(run.file("metrics.json"), {
+            "best_epoch": best.best_epoch, "monitor": best.monitor, "best_value": best.best, "partial": True,
+            "train_seconds": round(train_seconds, 2)})
+    except Exception as err:  # noqa: BLE001 - the stop goes on; the run keeps its resumable backup
+        events.emit("message", text=f"could not save the best checkpoint as a model: {err}".splitlines()[0])
+        return False
+    events.emit("message", text=f"saved the best checkpoint ({best.monitor} from epoch {best.best_epoch}) as the "
+                                "run's model")
+    return True
 
 
 def _apply_plan(task, config, bundle, explicit, run, resumed):

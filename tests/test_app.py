@@ -391,6 +391,13 @@ def test_train_tab_starts_a_process_streams_progress_stops_and_resumes(home, reg
         proc.wait(timeout=60)
         _wait(lambda: Run(run_dir).status == "stopped", 10, "status stopped")
         at.run()
+        # The stopped run is usable from its best checkpoint: listed as a model, one click selects it to try.
+        labels = at.selectbox(key=f"{TAB}:run").options
+        assert any(o.startswith("from-the-app") and "stopped · best checkpoint" in o for o in labels), labels
+        at.button(key="from-the-app:try-now").click().run()
+        no_exceptions(at)
+        assert at.selectbox(key=f"{TAB}:run").value.startswith("from-the-app")
+        assert at.session_state[f"{TAB}:tab"] == "Try it"
         at.button(key="from-the-app:resume").click().run()
         no_exceptions(at)
         proc = at.session_state["procs"][str(run_dir)]
@@ -440,6 +447,10 @@ def test_runs_page_lists_compares_and_deletes(home, registry_of):
     no_exceptions(at)
     assert not (home / "tab-copy").exists() and (home / "tab-small").exists()
     assert any("Deleted tab-copy" in str(s.value) for s in at.success)
+    # The choice is cleared, and the run still chosen for comparison stays chosen (the browser test checks
+    # what the browser shows).
+    assert at.multiselect(key="runs:delete").value == [] and at.checkbox(key="runs:sure").value is False
+    assert at.multiselect(key="runs:compare").value == ["tab-small"]
 
 
 # ---- first-start sample models --------------------------------------------------------------------------
@@ -712,3 +723,56 @@ def test_model_loads_in_different_sessions_take_turns(monkeypatch):
     finally:
         common._load_predictor.clear()
     assert state["peak"] == 1 and common.MODEL_LOADS >= 3
+
+
+# ---- server log -----------------------------------------------------------------------------------------
+@pytest.mark.parametrize("installed", [False, True])
+def test_a_browser_closed_mid_send_leaves_no_traceback_but_other_send_errors_are_logged(installed):
+    """Streamlit's own session client, sending to a socket the browser has closed: with the app's filter
+    installed nothing is logged; without it, "Error sending websocket payload" with a traceback (what every
+    closed tab wrote to the server log). Any other send error is logged either way."""
+    import asyncio
+    import logging
+
+    from starlette.websockets import WebSocketDisconnected
+    from streamlit.web.server.starlette.starlette_websocket import StarletteSessionClient
+
+    from apps import server_log
+
+    logger = logging.getLogger(server_log.SEND_LOGGER)
+    saved = list(logger.filters)
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logger.addHandler(handler)
+
+    class Socket:
+        headers, cookies, client = {}, {}, None
+
+        def __init__(self, error):
+            self.error = error
+
+        async def send_bytes(self, payload):
+            raise self.error
+
+    async def send_one(error):
+        client = StarletteSessionClient(Socket(error))
+        client._send_queue.put_nowait(b"delta")
+        await asyncio.wait_for(client._sender_task, 5)
+
+    # Pages run earlier in this process have installed it already.
+    logger.filters[:] = [f for f in saved if not isinstance(f, server_log.ClosedBrowserFilter)]
+    try:
+        if installed:
+            server_log.install()
+            server_log.install()  # the entry file runs on every rerun: one filter, not many
+            assert sum(isinstance(f, server_log.ClosedBrowserFilter) for f in logger.filters) == 1
+        asyncio.run(send_one(WebSocketDisconnected('Cannot call "send" once a close message has been sent.')))
+        closed = [r for r in records if r.exc_info]
+        assert (closed == []) if installed else ("Error sending websocket payload" in closed[0].getMessage())
+        records.clear()
+        asyncio.run(send_one(ValueError("a real problem")))
+        assert [r.exc_info[0] for r in records if r.exc_info] == [ValueError]
+    finally:
+        logger.removeHandler(handler)
+        logger.filters[:] = saved

@@ -5,6 +5,7 @@ Skips with the reason when Chromium, chromedriver or Selenium is missing (`make 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -89,7 +90,7 @@ def server(tmp_path_factory):
             time.sleep(0.5)
         else:
             raise AssertionError("streamlit did not answer /_stcore/health within 60 s")
-        yield {"base": base, "task": task, "root": root}
+        yield {"base": base, "task": task, "root": root, "log": cwd / "streamlit.log"}
     finally:
         proc.terminate()
         try:
@@ -114,7 +115,8 @@ def browser():
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
     driver.set_page_load_timeout(60)
     yield driver
-    driver.quit()
+    with contextlib.suppress(Exception):  # a test may have closed it already
+        driver.quit()
 
 
 def _png(color=(200, 30, 30), size=(28, 28)) -> bytes:
@@ -164,3 +166,44 @@ def test_browser_opens_a_plugin_page_submits_an_input_and_sees_a_prediction(serv
     shot = ARTIFACTS / f"app-{task}-prediction.png"
     assert browser.save_screenshot(str(shot))
     assert shot.stat().st_size > 10_000
+
+
+def test_browser_delete_clears_the_choice_and_a_closed_browser_leaves_no_traceback(server, browser):
+    """Deleting a run: the deleted name leaves the selection and "Yes, delete" is unticked in the browser
+    itself (state popped after the widgets were drawn came back from the browser); then the browser closes and
+    the server log has no traceback (a closed tab wrote a WebSocketDisconnected traceback)."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    source = server["root"] / f"{server['task']}-browser"
+    doomed = f"{server['task']}-doomed"
+    shutil.copytree(source, server["root"] / doomed)
+    browser.get(f"{server['base']}/runs")
+    wait = WebDriverWait(browser, 90)
+    box = wait.until(lambda d: d.find_element(
+        By.XPATH, "//div[@data-testid='stMultiSelect'][.//p[text()='Runs to delete']]"))
+    field = box.find_element(By.CSS_SELECTOR, "input")
+    field.click()
+    field.send_keys(doomed, Keys.ENTER)
+    wait.until(lambda d: doomed in box.text)
+    field.send_keys(Keys.ESCAPE)  # close the drop-down, which covers the checkbox
+    time.sleep(0.5)
+    browser.find_element(By.XPATH, "//label[.//p[text()='Yes, delete these run folders']]").click()
+    button = browser.find_element(By.XPATH, "//button[.//p[text()='Delete']]")
+    wait.until(lambda d: button.is_enabled())
+    button.click()
+    wait.until(lambda d: f"Deleted {doomed}" in d.find_element(By.TAG_NAME, "body").text)
+    assert not (server["root"] / doomed).exists()
+    time.sleep(1.5)  # a stale widget value would come back with the browser's next message
+    box = browser.find_element(By.XPATH, "//div[@data-testid='stMultiSelect'][.//p[text()='Runs to delete']]")
+    assert doomed not in box.text, box.text
+    sure = browser.find_element(By.XPATH, "//label[.//p[text()='Yes, delete these run folders']]//input")
+    assert not sure.is_selected()
+    assert not browser.find_element(By.XPATH, "//button[.//p[text()='Delete']]").is_enabled()
+    before = server["log"].read_text(errors="replace")
+    browser.quit()
+    time.sleep(3.0)
+    after = server["log"].read_text(errors="replace")[len(before):]
+    assert "Traceback" not in after and "WebSocketClosedError" not in after, after[-3000:]
+    assert "WebSocketDisconnected" not in after, after[-3000:]

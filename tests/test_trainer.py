@@ -274,3 +274,42 @@ def test_a_rejected_data_source_leaves_no_run_folder(tmp_path):
         train(get("image_classification"), str(empty), {"epochs": 1}, store=store)
     assert [r.name for r in store.list()] == []
     assert not [p for p in (tmp_path / "runs").iterdir() if not p.name.startswith(".")]
+
+
+def test_a_stopped_run_keeps_its_best_checkpoint_as_a_usable_model_until_resumed(tmp_path):
+    """Stop after epoch 2 of 30: the run is stopped, yet has model.keras (its best checkpoint) that loads with
+    safe_mode in a fresh process, evaluates and exports; a resume trains on and replaces it."""
+    import keras
+
+    from suite.export import export_run
+    from suite.runstore import RunStore
+    from suite.trainer import TrainOptions, train
+
+    class StopAfterTwo(keras.callbacks.Callback):
+        def __init__(self, stop_file):
+            super().__init__()
+            self.stop_file = stop_file
+
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 1:
+                self.stop_file.write_text("stop")
+
+    store = RunStore(tmp_path / "runs")
+    run_dir = store.root / "cut"
+    run = train("tabular_classification", "sample", {"epochs": 30}, name="cut", store=store,
+                options=TrainOptions(tensorboard=False), callbacks=[StopAfterTwo(run_dir / "STOP")])
+    assert run.status == "stopped" and run.has_model()
+    metrics = run.metrics
+    assert metrics["partial"] is True and metrics["best_epoch"] in (1, 2)
+    assert "best checkpoint" in run.file("README.md").read_text()
+    probe = subprocess.run(
+        [sys.executable, "-c", "import sys; from suite.runstore import Run; m = Run(sys.argv[1]).load_model(); "
+         "print(m.count_params())", str(run_dir)], env=_env(), capture_output=True, text=True, timeout=300)
+    assert probe.returncode == 0 and int(probe.stdout.split()[-1]) > 0, probe.stderr[-2000:]
+    report = export_run(str(run_dir), ["keras"], examples=20)["keras"]
+    assert report["supported"] and report["verification"]["max_abs_diff"] < 1e-5, report
+    stamp = run.model_path.stat().st_mtime_ns
+    again = train("tabular_classification", "sample", {"epochs": 4}, resume=run_dir, store=store,
+                  options=TrainOptions(tensorboard=False))
+    assert again.status == "completed" and "partial" not in again.metrics
+    assert again.model_path.stat().st_mtime_ns != stamp
