@@ -612,6 +612,25 @@ def export_tab(task, run: Run | None) -> None:
                 with st.expander(f"{name}: inputs and how it was built"):
                     st.markdown("\n".join(f"- {note}" for note in rep["notes"]))
     _download_buttons(run)
+    with guard("Use this model"):
+        usage_snippets(run)
+
+
+USAGE_TITLES = {"python": "Python, with the suite", "saved_model": "TensorFlow SavedModel",
+                "tflite": "LiteRT (TFLite) interpreter", "onnx": "onnxruntime"}
+
+
+def usage_snippets(run: Run) -> None:
+    """Code that loads each exported file and predicts one input; the plugin tests run each of them."""
+    from suite.usage import snippets
+
+    codes = snippets(run)
+    st.markdown("**Use this model**")
+    st.caption("Copy, set INPUT, run. The same code is printed by `suite snippets " + run.name + "`; formats "
+               "not exported yet appear here once exported.")
+    tabs = st.tabs([USAGE_TITLES.get(fmt, fmt) for fmt in codes])
+    for tab, code in zip(tabs, codes.values(), strict=True):
+        tab.code(code, language="python")
 
 
 def _report_row(name: str, rep: dict) -> dict:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from suite.errors import SuiteError, one_line
+from suite.errors import RunError, SuiteError, one_line
 
 EXIT_USER = 2
 EXIT_INTERNAL = 1
@@ -278,6 +278,29 @@ def export(run_ref, fmt, quantize, examples, as_json):
         click.echo(f"{name:<12} {rep.get('path', '')}  " + ", ".join(bits))
         for note in rep.get("notes", []):  # inputs, quantization choices, fallbacks: what a deployer must know
             click.echo(f"{'':<12} - {note}")
+    click.echo(f"code that loads each file and predicts: suite snippets {run_ref}", err=True)
+
+
+@cli.command()
+@click.argument("run_ref", metavar="RUN")
+@click.option("--format", "fmt", default=None, help="python, saved_model, tflite or onnx (default: all).")
+@click.option("--input", "given", default=None, help="The INPUT the code starts with (a path or the text).")
+def snippets(run_ref, fmt, given):
+    """Print copy-paste Python that loads the run's model and each exported file, and predicts one input."""
+    from suite.runstore import RunStore
+    from suite.usage import FORMATS
+    from suite.usage import snippets as make
+
+    if fmt is not None and fmt not in FORMATS:
+        raise click.BadParameter(f"{fmt!r} is not one of {', '.join(FORMATS)}", param_hint="--format")
+    codes = make(RunStore().get(run_ref), given)
+    if fmt is not None:
+        if fmt not in codes:
+            raise RunError(f"no {fmt} snippet for run {run_ref!r}: export it first (`suite export {run_ref} "
+                           f"--format {fmt}`); available: {', '.join(codes)}")
+        codes = {fmt: codes[fmt]}
+    for name, code in codes.items():
+        click.echo(f"# ---- {name} " + "-" * (60 - len(name)) + "\n" + code)
 
 
 # ---- import-model ---------------------------------------------------------------------------------

@@ -10,8 +10,8 @@
 It checks (as KerasHub's ``TestCase.run_task_test`` does for its models): registration through the entry
 point; config defaults and validation; the built-in sample's datasets and metadata; that the model takes raw
 inputs; a short training run through the suite's trainer; reloading ``model.keras`` with ``safe_mode=True``
-and identical outputs; prediction on the plugin's own examples; bad inputs raising ``InputError``; and
-every export format verified against the Keras model.
+and identical outputs; prediction on the plugin's own examples; bad inputs raising ``InputError``; every export format verified
+against the Keras model; and the "Use this model" code of each export run in a fresh process.
 """
 
 from __future__ import annotations
@@ -149,6 +149,47 @@ class PluginTestSuite:
             ver = rep["verification"]
             if "top1_agreement" in ver:
                 assert ver["top1_agreement"] >= self.min_export_agreement, (fmt, ver)
+        self._check_usage_snippets(trained_run, [f for f in self.export_formats if reports[f].get("supported")])
+
+    def _check_usage_snippets(self, run, exported):
+        """The "Use this model" code of each export, run as a user would (a fresh process, nothing but the
+        snippet), on the plugin's first example: it prints what the Keras model predicts."""
+        import subprocess
+        import sys
+        import tempfile
+        from pathlib import Path
+
+        from suite.predictor import Predictor
+        from suite.usage import FILE_INPUTS, snippets
+
+        task = run.task()
+        examples = task.examples(run.meta)
+        if not examples:
+            return
+        value = examples[0].value
+        folder = Path(tempfile.mkdtemp(prefix="suite-usage-"))
+        if task.input_kind in FILE_INPUTS:
+            given = folder / ("input.png" if task.input_kind == "image" else "input.wav")
+            given.write_bytes(value if isinstance(value, bytes) else Path(value).read_bytes())
+            given = str(given)
+        else:
+            given = str(value)
+        codes = snippets(run, given)
+        missing = [f for f in exported if f != "keras" and f not in codes]  # keras: the "python" snippet
+        # A classifier's exports all take one array; a text-output model's portable files are its own.
+        assert not missing or task.output_kind != "classes", f"verified exports without a snippet: {missing}"
+        expected = Predictor(run).predict_one(Path(given).read_bytes() if task.input_kind in FILE_INPUTS else given)
+        for fmt, code in codes.items():
+            proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                                  env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+            assert proc.returncode == 0, (fmt, proc.stderr[-1500:])
+            last = proc.stdout.strip().splitlines()[-1]
+            if task.output_kind == "classes":
+                label, score = last.rsplit(" ", 1)
+                assert label == str(expected["label"]), (fmt, last, expected)
+                assert abs(float(score) - float(expected["score"])) < 1e-2, (fmt, last, expected)
+            else:
+                assert str(expected.get("translation", "")) in last, (fmt, last, expected)
 
 
 def _has_lambda(model) -> bool:

@@ -279,6 +279,9 @@ def test_export_tab_exports_or_says_clearly_why_not(home, registry_of):
         # each report's notes (inputs, quantization choices) are on the page, not only in report.json
         labels = [e.proto.label for e in at.get("expander")]
         assert "tflite: inputs and how it was built" in labels, labels
+        # "Use this model": code for the run's own model and for the file just exported
+        code = [c.value for c in at.code if "INPUT =" in c.value]
+        assert len(code) == 2 and "Predictor(" in code[0] and "model.tflite" in code[1], code
     assert any("model.keras" in b.label for b in at.download_button)
 
 

@@ -109,6 +109,20 @@ def test_train_predict_eval_runs(trained):
     assert "Tabular classification" in shown and "## Test metrics" in shown
 
 
+def test_snippets_print_code_that_runs_and_predicts_like_the_cli(trained):
+    out = suite("snippets", "iris", "--format", "python", "--input", "6.7,3.0,5.2,2.3", home=trained, check=True)
+    code = out.stdout.split("\n", 1)[1]
+    assert code.startswith("INPUT = '6.7,3.0,5.2,2.3'")
+    ran = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=240,
+                         env=dict(os.environ, SUITE_HOME=str(trained), TF_CPP_MIN_LOG_LEVEL="3"))
+    assert ran.returncode == 0, ran.stderr[-1500:]
+    label = ran.stdout.strip().splitlines()[-1].rsplit(" ", 1)[0]
+    predicted = json.loads(suite("predict", "iris", "6.7,3.0,5.2,2.3", "--json", home=trained, check=True).stdout)
+    assert label == predicted[0]["label"]
+    missing = suite("snippets", "iris", "--format", "onnx", home=trained)  # not exported yet
+    assert missing.returncode == 2 and "export it first" in one_error_line(missing)
+
+
 def test_compare_and_delete(tmp_path):
     for name, lr in (("a", "0.01"), ("b", "0.02")):
         suite("train", "tabular_classification", "--epochs", "1", "--name", name, "--set", f"learning_rate={lr}",
