@@ -211,6 +211,8 @@ def predict(run_ref, inputs, top_k, as_text, as_json):
         else:
             tops = ", ".join(f"{t['label']} {t['score']:.3f}" for t in result.get("top", []))
             click.echo(f"{item}\t{result['label']}\t({tops})")
+        for note in result.get("notices", []):
+            click.echo(f"  note: {note}", err=True)
 
 
 def _read_cli_input(task, item: str):

@@ -43,17 +43,33 @@ class Predictor:
         return self.task.decode_input(raw, self.meta)
 
     def predict(self, raws: list[Any], top_k: int = 5) -> list[dict]:
+        """One result per input, each with ``notices``: plain lines on what was done to the input and why the
+        answer may be doubtful (empty when there is nothing to say)."""
         if not raws:
             return []
+        results = None
         if len(raws) == 1 and isinstance(raws[0], (bytes, bytearray)):
             with self.lock:
                 outputs = self.task.predict_encoded(self.forward, raws[0], self.meta)
             if outputs is not None:
-                return self.task.postprocess(outputs, self.meta, top_k=top_k)
-        batch = self.task.stack_inputs([self.decode(r) for r in raws])
-        with self.lock:
-            outputs = self.task.predict_batch(self.forward, batch, self.meta)
-        return self.task.postprocess(outputs, self.meta, top_k=top_k)
+                results = self.task.postprocess(outputs, self.meta, top_k=top_k)
+        if results is None:
+            batch = self.task.stack_inputs([self.decode(r) for r in raws])
+            with self.lock:
+                outputs = self.task.predict_batch(self.forward, batch, self.meta)
+            results = self.task.postprocess(outputs, self.meta, top_k=top_k)
+        for raw, result in zip(raws, results, strict=True):
+            result["notices"] = self._notes(raw, result)
+        return results
+
+    def _notes(self, raw, result: dict) -> list[str]:
+        notes: list[str] = []
+        for hook, arg in ((self.task.input_notes, raw), (self.task.output_notes, result)):
+            try:
+                notes += [str(n) for n in hook(arg, self.meta) or []]
+            except Exception:  # noqa: BLE001 - a note is advice; the prediction stands without it
+                pass
+        return notes
 
     def predict_one(self, raw: Any, top_k: int = 5) -> dict:
         return self.predict([raw], top_k=top_k)[0]

@@ -153,6 +153,22 @@ class Task:
         """An optional explanation of the prediction for one decoded input."""
         return None
 
+    def input_notes(self, raw: Any, meta: dict) -> list[str]:
+        """One plain line per change made to the input on its way in (cropped, resampled, converted to
+        grayscale...), shown beside the prediction. Cheap (headers, not a second decode); never raises."""
+        return []
+
+    def output_notes(self, result: dict, meta: dict) -> list[str]:
+        """One plain line per reason to doubt this prediction (low confidence, a cut input, an empty answer)."""
+        if self.output_kind == "text":
+            notes = []
+            if result.get("truncated"):
+                notes.append("The input was longer than the model reads: only its beginning was used.")
+            if not str(result.get("translation", "")).strip():
+                notes.append("The model gave no output for this input: it may be unlike anything it was trained on.")
+            return notes
+        return []
+
     def examples(self, meta: dict) -> list[Example]:
         """Example inputs for the app's "Try it" tab and for tests."""
         return []
@@ -219,6 +235,12 @@ class Task:
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r}>"
+
+
+def low_confidence(n_classes: int) -> float:
+    """The top-class probability under which a prediction is called unsure: 0.75 for 2 classes, 0.67 for 3,
+    0.55 for 10, never under 0.5."""
+    return 0.5 + 0.5 / max(2, n_classes)
 
 
 class ClassificationTask(Task):
@@ -298,6 +320,16 @@ class ClassificationTask(Task):
             top = [{"label": names[i], "score": values[i]} for i in order]
             results.append({"label": top[0]["label"], "score": top[0]["score"], "top": top})
         return results
+
+    def output_notes(self, result: dict, meta: dict) -> list[str]:
+        """Low confidence: the top class scores under ``low_confidence(n)``, halfway between a uniform guess and
+        certainty for two classes (0.75) and towards 0.5 for many; such inputs are often unlike the training data."""
+        n = len(meta.get("class_names") or []) or 2
+        score = float(result.get("score", 1.0))
+        if score < low_confidence(n):
+            return [f"Low confidence ({score:.0%}): the model is unsure; the input may be unlike what it was "
+                    "trained on."]
+        return []
 
     def evaluate(self, model, ds, config: TaskConfig, meta: dict, *, limit: int = 0) -> dict[str, Any]:
         from suite.evaluation import classification_report

@@ -99,6 +99,7 @@ def test_train_predict_eval_runs(trained):
     results = json.loads(out.stdout)
     assert [r["input"] for r in results] == ["5.1,3.5,1.4,0.2", "6.7,3.0,5.2,2.3"]
     assert all(r["label"] in ("setosa", "versicolor", "virginica") for r in results)
+    assert all(isinstance(r["notices"], list) for r in results)  # one schema, notes or not
     bad = suite("predict", "iris", "1,2", home=trained)
     assert bad.returncode == 2 and "expected 4 numbers" in one_error_line(bad)
     report = json.loads(suite("eval", "iris", "--json", home=trained, check=True).stdout)

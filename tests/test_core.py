@@ -163,3 +163,16 @@ def test_classification_postprocess_ranks_like_a_stable_sort_at_any_class_count(
         assert (result["label"], result["score"]) == (names[want[0]], float(row[want[0]]))
     assert [t["label"] for t in out[1]["top"]] == names[: min(5, n_classes)]
     assert out[2]["label"] == names[n_classes // 2]
+
+
+def test_an_unsure_classification_carries_a_notice_and_a_sure_one_none():
+    from suite.registry import get
+    from suite.task import low_confidence
+
+    assert low_confidence(2) == 0.75 and round(low_confidence(3), 3) == 0.667 and low_confidence(100) > 0.5
+    task = get("tabular_classification")
+    meta = {"class_names": ["a", "b", "c"]}
+    unsure, sure = task.postprocess(np.array([[0.4, 0.35, 0.25], [0.9, 0.05, 0.05]], np.float32), meta)
+    (note,) = task.output_notes(unsure, meta)
+    assert note.startswith("Low confidence (40%)")
+    assert task.output_notes(sure, meta) == []

@@ -186,3 +186,16 @@ def test_plain_png_pixels_equal_decode_image():
                                               decode_image(f, channels))
                 checked += 1
     assert checked == 2 * 13 + 8  # 13 grey files for both models, 8 colour ones for the colour model
+
+
+def test_a_colour_photo_for_a_grayscale_model_and_a_far_size_are_said():
+    from suite.registry import get
+
+    task = get("image_classification")
+    meta = {"channels": 1, "native_size": [28, 28], "class_names": ["a", "b"]}
+    photo = _png(np.zeros((480, 640, 3), np.uint8))
+    notes = task.input_notes(photo, meta)
+    assert any("converted to grayscale" in n for n in notes), notes
+    assert any("640x480 picture was resized to the training images' 28x28" in n for n in notes), notes
+    assert task.input_notes(_png(np.zeros((30, 26), np.uint8)), meta) == []  # gray and near the size
+    assert task.input_notes(photo, {**meta, "channels": 3, "native_size": [400, 600]}) == []

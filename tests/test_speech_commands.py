@@ -572,3 +572,19 @@ def test_synthetic_voices_failure_is_one_line_naming_the_way_out(monkeypatch, tm
     with pytest.raises(DataSourceError) as err:
         sample.voice_clips(["yes"], 2, RATE)
     assert "synthetic_voices=0" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_what_happens_to_a_clip_is_said_in_one_line(task):
+    """A 5 s stereo recording at 44.1 kHz: mixed, resampled and cropped, all said; a clip already as the
+    model hears it needs no note; a short one says it was padded."""
+    long_stereo = io.BytesIO()
+    sf.write(long_stereo, np.zeros((5 * 44100, 2), np.float32), 44100, format="WAV")
+    (note,) = task.input_notes(long_stereo.getvalue(), META)
+    assert note.startswith("The 5.00 s clip was mixed from 2 channels to mono, resampled from 44100 Hz to 16000 Hz,")
+    assert "cropped to its loudest 1 s" in note
+    exact, short = io.BytesIO(), io.BytesIO()
+    sf.write(exact, np.zeros(CLIP, np.float32), RATE, format="WAV")
+    sf.write(short, np.zeros(CLIP // 4, np.float32), RATE, format="WAV")
+    assert task.input_notes(exact.getvalue(), META) == []
+    assert task.input_notes(short.getvalue(), META) == [
+        "The 0.25 s clip was padded with silence to 1 s (the model hears 1 s at 16000 Hz)."]

@@ -591,6 +591,28 @@ class ImageClassificationTask(ClassificationTask):
     def preview(self, x):
         return images.encode_png(np.asarray(x))
 
+    def input_notes(self, raw, meta):
+        """From the file's header only: a colour picture for a grayscale model, a size far from the training
+        images' (the model resizes every input to its own size, so detail is lost or invented)."""
+        if not isinstance(raw, (bytes, bytearray)):
+            return []
+        import io
+
+        from PIL import Image
+
+        with Image.open(io.BytesIO(bytes(raw))) as img:
+            width, height, mode = img.width, img.height, img.mode
+        notes = []
+        if int(meta.get("channels", 3)) == 1 and mode not in ("L", "LA", "1", "I", "I;16", "F", "P"):
+            notes.append("The colour picture was converted to grayscale: the model was trained on grayscale images.")
+        native = meta.get("native_size") or []
+        if len(native) == 2 and min(native) > 0:
+            scale = max(width / native[1], height / native[0], native[1] / width, native[0] / height)
+            if scale > 2:
+                notes.append(f"The {width}x{height} picture was resized to the training images' {native[1]}x"
+                             f"{native[0]}: the model sees it at that size.")
+        return notes
+
     def examples(self, meta):
         return [Example(f"{e['label']} ({i + 1})", base64.b64decode(e["png"]), expected=e["label"])
                 for i, e in enumerate(meta.get("examples", []))]

@@ -493,6 +493,31 @@ class SpeechCommandsTask(ClassificationTask):
             return audio.fit_clip(np.clip(wave, -1, 1), int(meta["clip_samples"]))
         return audio.decode_audio(raw, int(meta["sample_rate"]), int(meta["clip_samples"]))
 
+    def input_notes(self, raw, meta):
+        """What happens to an upload on its way to the model: mixed to mono, resampled, cropped or padded."""
+        if not isinstance(raw, (bytes, bytearray)):
+            return []
+        import io
+
+        import soundfile as sf
+
+        info = sf.info(io.BytesIO(bytes(raw)))
+        rate, n = int(meta["sample_rate"]), int(meta["clip_samples"])
+        seconds, want = info.frames / max(1, info.samplerate), n / rate
+        done = []
+        if info.channels > 1:
+            done.append(f"mixed from {info.channels} channels to mono")
+        if int(info.samplerate) != rate:
+            done.append(f"resampled from {int(info.samplerate)} Hz to {rate} Hz")
+        if seconds > want + 1e-3:
+            done.append(f"cropped to its loudest {want:g} s")
+        elif seconds < want - 1e-3:
+            done.append(f"padded with silence to {want:g} s")
+        if not done:
+            return []
+        return [f"The {seconds:.2f} s clip was " + ", ".join(done) + " (the model hears "
+                f"{want:g} s at {rate} Hz)."]
+
     def examples(self, meta):
         out = []
         for ex in meta.get("examples", []):
