@@ -75,6 +75,11 @@ def _delete_chosen() -> None:
     st.session_state["runs:compare"] = [n for n in st.session_state.get("runs:compare") or [] if n not in deleted]
 
 
+def _rounded(value):
+    """Four significant digits: 0.9553072625698324 reads as 0.9553."""
+    return float(f"{value:.4g}") if isinstance(value, float) else value
+
+
 def compare(names: list[str]) -> None:
     rows = store().compare(names)
     keys = sorted({k for r in rows for k in r["config"]})
@@ -82,7 +87,7 @@ def compare(names: list[str]) -> None:
     metrics = sorted({k for r in rows for k in r["metrics"]})
     table = {"status": [r["status"] for r in rows], "task": [r["task"] for r in rows]}
     table.update({f"config: {k}": [str(r["config"].get(k)) for r in rows] for k in differing})
-    table.update({m: [r["metrics"].get(m) for r in rows] for m in metrics})
+    table.update({m: [_rounded(r["metrics"].get(m)) for r in rows] for m in metrics})
     df = pd.DataFrame(table, index=[r["name"] for r in rows]).T.astype(str)
     st.dataframe(df)
     curves = []

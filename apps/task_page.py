@@ -36,7 +36,6 @@ from suite.strategy import PRECISIONS, STRATEGIES
 
 EXPORT_FORMATS = ("keras", "saved_model", "tflite", "onnx")
 QUANTIZE = ("none", "float16", "dynamic", "int8")
-LATENCY_TARGET_MS = 100.0
 TABS = ("Try it", "Train", "Evaluate", "Export")
 
 
@@ -509,6 +508,22 @@ def _finished_view(task, run: Run, status: str, column) -> None:
         st.session_state[f"{task.name}:tab"] = TABS[0]
 
     column.button("Try it now", key=f"{run.name}:try-now", type="primary", on_click=try_now)
+    if status == "completed" and task.output_kind == "classes" and not (run.info.get("distill")):
+        _distill_action(task, run)
+
+
+def _distill_action(task, run: Run) -> None:
+    """Compress this run into a small student trained on its soft outputs; the student's curve shows here."""
+    students = list(getattr(task, "distill_students", {}) or {})
+    with st.expander("Distill into a smaller, faster model"):
+        st.caption("Trains a small student on this run's data to copy this model's outputs (knowledge "
+                   "distillation); the student is a new run you can try, evaluate and export. See docs/DISTILL.md.")
+        choice = st.selectbox("Student", students, key=f"{run.name}:student") if students else None
+        if st.button("Distill", key=f"{run.name}:distill"):
+            with guard("Distill"):
+                student, proc = training.start_distillation(run, choice, store=store())
+                _remember(task, student, proc)
+                st.rerun(scope="app")
 
 
 # ---- Evaluate -------------------------------------------------------------------------------------

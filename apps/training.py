@@ -77,6 +77,17 @@ def resume_training(run: Run, store: RunStore) -> subprocess.Popen:
     return launch(["train", run.task_name, "--resume", str(run.path.resolve())], run.path, store.root)
 
 
+def start_distillation(teacher: Run, student: str | None, *, store: RunStore) -> tuple[Run, subprocess.Popen]:
+    """Start `suite distill TEACHER` as a background process; the student is a new run followed like any."""
+    if not teacher.path.exists():
+        raise RunError(f"run {teacher.name!r} is gone: its folder was deleted")
+    name = store.unique_name(f"{teacher.name}-student" + (f"-{student}" if student else ""))
+    check_name(name)
+    run_dir = store.root / name
+    args = ["distill", str(teacher.path.resolve()), "--name", name, *(["--student", student] if student else [])]
+    return Run(run_dir), launch(args, run_dir, store.root)
+
+
 def request_stop(run: Run) -> None:
     """Ask the trainer to stop after the current batch (it checks ``STOP`` each batch)."""
     if not run.path.exists():

@@ -159,6 +159,33 @@ def train(task, data, config_file, sets, epochs, name, resume, strategy, devices
     click.echo(f"folder: {run.path}")
 
 
+# ---- distill --------------------------------------------------------------------------------------
+@cli.command()
+@click.argument("teacher", metavar="TEACHER_RUN")
+@click.option("--student", default=None, help="A student the plugin declares (default: its first).")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+              help="Override a student config value, or temperature=T / alpha=A (repeatable).")
+@click.option("--epochs", type=int, help="Shortcut for --set epochs=N.")
+@click.option("--name", help="Student run name (default: TEACHER-student-HASH).")
+@click.option("--json", "as_json", is_flag=True, help="Print the run summary as JSON at the end.")
+def distill(teacher, student, sets, epochs, name, as_json):
+    """Train a small student on a finished classifier run's soft outputs (knowledge distillation)."""
+    from suite.config import parse_overrides
+    from suite.distill import distill as run_distill
+
+    overrides = parse_overrides(list(sets))
+    if epochs is not None:
+        overrides["epochs"] = epochs
+    run = run_distill(teacher, overrides, student=student, name=name, listeners=[ProgressPrinter()])
+    summary = run.summary()
+    if as_json:
+        _echo_json(summary)
+        return
+    metrics = "  ".join(f"{k} {v:.4f}" for k, v in summary["metrics"].items() if k != "examples")
+    click.echo(f"student {run.name} of {teacher} {run.status}  {metrics}")
+    click.echo(f"folder: {run.path}")
+
+
 # ---- eval -----------------------------------------------------------------------------------------
 @cli.command("eval")
 @click.argument("run_ref", metavar="RUN")

@@ -38,6 +38,9 @@ def render_model_card(run, task) -> str:
         f"best epoch {metrics.get('best_epoch')} by `{metrics.get('monitor')}`",
         f"- Hardware: {info.get('hardware', '')}",
         *_cut_short(info, metrics),
+        *([f"- Distilled from run `{info['distill']['teacher_name']}` (temperature "
+           f"{info['distill']['temperature']:g}, alpha {info['distill']['alpha']:g} on the hard labels)"]
+          if info.get("distill") else []),
         "",
         "## Test metrics",
         "",

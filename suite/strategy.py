@@ -59,7 +59,9 @@ class Hardware:
         return self.task_type == "worker" and self.task_index == 0 and "chief" not in (self.cluster or {})
 
     def describe(self) -> str:
-        parts = [f"{len(self.gpus)} GPU(s)"] if self.gpus else [f"CPU x{self.cpu_devices} logical"]
+        cores = os.cpu_count() or 1
+        devices = f", split into {self.cpu_devices} devices" if self.cpu_devices > 1 else ""
+        parts = [f"{len(self.gpus)} GPU(s)"] if self.gpus else [f"CPU ({cores} core{'s' * (cores > 1)}{devices})"]
         if self.tpu:
             parts.append(f"TPU {self.tpu}")
         if self.workers > 1:

@@ -62,6 +62,8 @@ class Task:
     description: ClassVar[str] = ""
     input_kind: ClassVar[str] = ""  # one of INPUT_KINDS: picks the app's input widgets
     output_kind: ClassVar[str] = "classes"  # one of OUTPUT_KINDS
+    # Config overrides that make a good small student for `suite distill` (the first is the default).
+    distill_students: ClassVar[dict[str, dict]] = {}
     config_class: ClassVar[type[TaskConfig]] = TaskConfig
     data_formats: ClassVar[str] = ""  # one paragraph: the local path layouts load_data accepts
     tfds_examples: ClassVar[tuple[str, ...]] = ()  # e.g. ("tfds:mnist",)

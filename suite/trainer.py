@@ -188,6 +188,7 @@ def train(
     store: RunStore | None = None,
     bundle: DataBundle | None = None,
     callbacks: list[Any] | None = None,
+    distill: Any = None,
 ) -> Run:
     """Train ``task`` on ``data`` and return the run. Raises SuiteError subclasses for user mistakes.
 
@@ -196,6 +197,9 @@ def train(
 
     ``resume`` continues a run folder (or name) from its last finished epoch; without it, a run whose
     derived name matches an unfinished run is resumed too, so rerunning a killed command continues it.
+
+    ``distill`` (a :class:`suite.distill.DistillSpec`) trains the model as a student of a teacher run; it is
+    stored in ``run.json``, so a resume goes on distilling.
     """
     from suite import strategy as strat
 
@@ -228,6 +232,10 @@ def train(
         saved = run.info.get("options") or {}
         options = dataclasses.replace(options, seed=saved.get("seed", options.seed))
         resumed = True
+        if distill is None and run.info.get("distill"):
+            from suite.distill import DistillSpec
+
+            distill = DistillSpec(**run.info["distill"])
     else:
         values = load_config_file(config_file) if config_file else {}
         values.update(overrides or {})
@@ -269,7 +277,7 @@ def train(
             return _train_in_folder(
                 task, source, config, options, run=run, chief=chief, strategy=strategy,
                 choice=choice, precision=precision, hw=hw, events=events, resumed=resumed, bundle=bundle,
-                extra_callbacks=list(callbacks or []), explicit=explicit,
+                extra_callbacks=list(callbacks or []), explicit=explicit, distill=distill,
             )
     except SuiteError as err:
         # A source or config the task refused before training began leaves no run folder behind.
@@ -283,7 +291,7 @@ def train(
 
 
 def _train_in_folder(task, source, config, options, *, run, chief, strategy, choice, precision, hw,
-                     events, resumed, bundle, extra_callbacks, explicit=frozenset()):
+                     events, resumed, bundle, extra_callbacks, explicit=frozenset(), distill=None):
     import keras
     import tensorflow as tf
 
@@ -309,7 +317,11 @@ def _train_in_folder(task, source, config, options, *, run, chief, strategy, cho
         status="running", task=task.name, data=source.spec, options=options.to_dict(), strategy=choice.to_dict(),
         precision=precision.to_dict(), hardware=hw.describe(), pid=os.getpid(), error=None,
         started=now_iso() if not resumed else run.info.get("started", now_iso()),
+        distill=distill.to_dict() if distill is not None else None,
     )
+    if distill is not None:
+        events.emit("message", text=f"distilling from run {distill.teacher_name} (temperature {distill.temperature:g}, "
+                                    f"alpha {distill.alpha:g} on the hard labels)")
     say = f"strategy {choice.kind} over {', '.join(choice.devices)} ({choice.replicas} replica(s)): {choice.reason}"
     events.emit("message", text=say)
 
@@ -363,6 +375,10 @@ def _train_in_folder(task, source, config, options, *, run, chief, strategy, cho
 
         with strategy.scope():
             model = task.build_model(config, bundle)
+            if distill is not None:
+                from suite.distill import wrap
+
+                model = wrap(model, distill)  # the teacher loads in the same scope, frozen
             model.compile(
                 optimizer=task.optimizer(config, steps_per_epoch or 100),
                 loss=task.loss(config, meta),
@@ -444,6 +460,7 @@ def _train_in_folder(task, source, config, options, *, run, chief, strategy, cho
         train_seconds = time.perf_counter() - t0
         if best.restore(model):
             events.emit("message", text=f"restored the best weights ({best.monitor} from epoch {best.best_epoch})")
+        model = _deployable(model)
         result: dict[str, Any] = {"best_epoch": best.best_epoch, "monitor": best.monitor, "best_value": best.best}
         if bundle.test is not None:
             events.emit("message", text="evaluating on the test split")
@@ -476,6 +493,12 @@ def _train_in_folder(task, source, config, options, *, run, chief, strategy, cho
         raise
 
 
+def _deployable(model):
+    from suite.distill import deployable
+
+    return deployable(model)
+
+
 def _keep_best_so_far(run, task, model, best, events, *, train_seconds: float) -> bool:
     """Save a run cut short (stopped, interrupted) from its best checkpoint, so it can be tried, evaluated and
     exported like a finished one; a resume trains on from its backup and overwrites this. Never raises: the
@@ -485,7 +508,7 @@ def _keep_best_so_far(run, task, model, best, events, *, train_seconds: float) -
     try:
         best.restore(model)
         with atomic.atomic_path(run.model_path, suffix=".keras") as tmp:
-            model.save(tmp)
+            _deployable(model).save(tmp)
         atomic.write_json(run.file("metrics.json"), {
             "best_epoch": best.best_epoch, "monitor": best.monitor, "best_value": best.best, "partial": True,
             "train_seconds": round(train_seconds, 2)})

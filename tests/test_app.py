@@ -356,7 +356,8 @@ def test_every_registered_plugin_page_renders(home):
             open_page(at, task.name)
             no_exceptions(at)
             assert task.title in [str(t.value) for t in at.title], task.name
-            assert [t.label for t in at.tabs] == ["Try it", "Train", "Evaluate", "Export"]
+            # the page's own tabs first (the Export tab holds the "Use this model" code tabs)
+            assert [t.label for t in at.tabs][:4] == ["Try it", "Train", "Evaluate", "Export"]
     finally:
         set_registry(None)
 
@@ -420,6 +421,22 @@ def test_train_tab_starts_a_process_streams_progress_stops_and_resumes(home, reg
             proc.wait()
 
 
+def test_a_finished_run_is_distilled_from_its_page_into_a_student_run(home, registry_of):
+    registry_of(tabular())
+    at = open_page(app().run(), TAB)
+    at.selectbox(key=f"{TAB}:watch-select").set_value("tab-small").run()
+    assert at.selectbox(key="tab-small:student").options == ["small"]
+    at.button(key="tab-small:distill").click().run()
+    no_exceptions(at)
+    procs = at.session_state["procs"]
+    (student_dir,) = [Path(p) for p in procs if Path(p).name.startswith("tab-small-student")]
+    assert procs[str(student_dir)].wait(timeout=240) == 0, (student_dir / "app-train.log").read_text()[-2000:]
+    info = Run(student_dir).info
+    assert info["status"] == "completed" and info["distill"]["teacher_name"] == "tab-small"
+    at.run()
+    assert at.selectbox(key=f"{TAB}:watch-select").value == student_dir.name  # the page follows the student
+
+
 def test_config_form_is_typed_from_describe(home, registry_of):
     registry_of(tabular())
     at = open_page(app().run(), TAB)
@@ -444,6 +461,8 @@ def test_runs_page_lists_compares_and_deletes(home, registry_of):
     assert {"tab-small", "tab-copy"} <= set(at.dataframe[0].value["run"])
     at.multiselect(key="runs:compare").set_value(["tab-small", "tab-copy"]).run()
     assert at.dataframe[1].value.columns.tolist() == ["tab-small", "tab-copy"]
+    shown = [v for v in at.dataframe[1].value["tab-small"] if v.replace(".", "", 1).isdigit() and "." in v]
+    assert shown and all(len(v.split(".")[1]) <= 4 for v in shown), shown  # rounded, not 0.9553072625698324
     at.multiselect(key="runs:delete").set_value(["tab-copy"])
     at.checkbox(key="runs:sure").check().run()
     at.button(key="runs:go").click().run()

@@ -124,6 +124,17 @@ def test_snippets_print_code_that_runs_and_predicts_like_the_cli(trained):
     assert missing.returncode == 2 and "export it first" in one_error_line(missing)
 
 
+def test_distill_trains_a_student_run_of_the_teacher_on_its_data(trained):
+    out = suite("distill", "iris", "--epochs", "2", "--name", "iris-pupil", "--json", home=trained, check=True)
+    summary = json.loads(out.stdout)
+    assert summary["name"] == "iris-pupil" and summary["status"] == "completed"
+    info = json.loads((trained / "iris-pupil" / "run.json").read_text())
+    assert info["distill"]["teacher_name"] == "iris" and info["data"] == json.loads(
+        (trained / "iris" / "run.json").read_text())["data"]
+    refused = suite("distill", "iris", "--set", "alpha=2", home=trained)
+    assert refused.returncode == 2 and "alpha must be in [0, 1]" in one_error_line(refused)
+
+
 def test_compare_and_delete(tmp_path):
     for name, lr in (("a", "0.01"), ("b", "0.02")):
         suite("train", "tabular_classification", "--epochs", "1", "--name", name, "--set", f"learning_rate={lr}",

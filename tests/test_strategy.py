@@ -85,3 +85,11 @@ def test_tf_config_parsing(monkeypatch):
     monkeypatch.setenv("TF_CONFIG", "{not json")
     with pytest.raises(SuiteError, match="not valid JSON"):
         read_tf_config()
+
+
+def test_hardware_is_described_in_cores_not_logical_devices(monkeypatch):
+    from suite import strategy as strat
+
+    monkeypatch.setattr(strat.os, "cpu_count", lambda: 2)
+    assert strat.Hardware().describe() == "CPU (2 cores)"
+    assert strat.Hardware(cpu_devices=2).describe() == "CPU (2 cores, split into 2 devices)"

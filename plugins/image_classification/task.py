@@ -207,6 +207,7 @@ class ImageClassificationTask(ClassificationTask):
     description = ("Classify photos, scans or digits into your classes: a small residual CNN trained from "
                    "scratch, or a fine-tuned ImageNet backbone. Takes any image size, grey or colour.")
     input_kind = "image"
+    distill_students = {"small": {"model": "cnn_small"}, "fast": {"model": "cnn_fast"}}
     config_class = ImageClassificationConfig
     data_formats = (
         "A folder with one sub-folder per class (`root/<class>/*.png|jpg|jpeg|bmp|gif|webp`), optionally split "

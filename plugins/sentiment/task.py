@@ -114,6 +114,7 @@ class SentimentTask(ClassificationTask):
     description = ("Classify the sentiment (or any label) of a text: positive/negative reviews, or more classes. "
                    "The tokenizer is inside the model, so it takes raw sentences.")
     input_kind = "text"
+    distill_students = {"cnn": {"model": "cnn"}, "linear": {"model": "tfidf_linear"}}
     config_class = SentimentConfig
     data_formats = (
         "A CSV or TSV file with a header (text column named text/sentence/review/content..., label column "
