@@ -124,7 +124,9 @@ def try_tab(task, run: Run | None) -> None:
         quick_train_button(task, key="try")
         return
     if is_sample(run):
-        st.caption(f"Using the **sample model** `{run.name}` (trained on the built-in sample).")
+        about = getattr(task, "sample_description", "") or "the plugin's built-in sample"
+        st.info(f"Using the **sample model** `{run.name}`, trained on {about}. Train on your own data in the "
+                "**Train** tab for real inputs.")
     meta = run.meta
     if not meta and not run.path.exists():
         raise RunError(f"run {run.name!r} is gone: its folder {run.path} was deleted")

@@ -31,6 +31,8 @@ def render_model_card(run, task) -> str:
         "",
         f"- Task: `{task.name}`",
         f"- Data: `{info.get('data', '')}`" + (" (synthetic sample made by the project)" if info.get("synthetic") else ""),
+        *([f"- Built-in sample: {task.sample_description}"]
+          if info.get("data") == "sample" and getattr(task, "sample_description", "") else []),
         f"- Examples: {info.get('counts', {})}",
         f"- Strategy: {(info.get('strategy') or {}).get('kind', '')} x{info.get('replicas', 1)} "
         f"({(info.get('strategy') or {}).get('reason', '')}), precision {(info.get('precision') or {}).get('policy', '')}",

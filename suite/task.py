@@ -69,6 +69,9 @@ class Task:
     tfds_examples: ClassVar[tuple[str, ...]] = ()  # e.g. ("tfds:mnist",)
     upload_types: ClassVar[tuple[str, ...]] = ()  # file extensions the app's uploader offers
     sample_synthetic: ClassVar[bool] = False  # the built-in sample is generated, not real data
+    # What the built-in sample is and what a model trained on it can be expected to do, in one plain sentence
+    # (shown beside sample models on the page and in their model card).
+    sample_description: ClassVar[str] = ""
     monitor: ClassVar[str] = "val_accuracy"  # metric that picks the best checkpoint
     monitor_mode: ClassVar[str] = "max"
     page: ClassVar[Any] = None  # optional callable(task) drawing a custom Streamlit page

@@ -69,6 +69,8 @@ class PluginTestSuite:
         assert task.name == self.task_name
         assert type(task).missing_parts() == []
         assert task.title and task.description
+        # users must learn what a sample model was trained on before they trust it with their input
+        assert task.sample_description, "declare sample_description: what the built-in sample is"
 
     def test_config_defaults_validate_and_reject_unknown_keys(self, task):
         config = task.make_config()

@@ -117,27 +117,30 @@ def _saved_model(report: dict, kind: str, meta: dict, output_kind: str) -> str |
     return lines + _show(output_kind, str(Path(path).parent))
 
 
-def _tflite(report: dict, kind: str, meta: dict, output_kind: str) -> str | None:
-    feed = _feed(kind, meta, portable=True)
-    if feed is None or output_kind != "classes":
-        return None
-    path = report["path"]
-    return ("from pathlib import Path\n\nimport numpy as np\nfrom ai_edge_litert.interpreter import Interpreter\n\n"
-            f"runner = Interpreter(model_path={path!r}).get_signature_runner()\n"
-            + feed
-            + "(arg,) = runner.get_input_details()  # the signature's one input name\n"
-            "probabilities = runner(**{arg: x})['probabilities'][0]\n"
-            + _show(output_kind, str(Path(path).parent)))
+# How each portable runtime loads its file and computes ``probabilities`` from ``x``.
+_RUNTIMES = {
+    "tflite": ("from ai_edge_litert.interpreter import Interpreter",
+               "runner = Interpreter(model_path={path!r}).get_signature_runner()",
+               "(arg,) = runner.get_input_details()  # the signature's one input name\n"
+               "probabilities = runner(**{{arg: x}})['probabilities'][0]"),
+    "onnx": ("import onnxruntime",
+             "session = onnxruntime.InferenceSession({path!r})",
+             "(probabilities,) = session.run(['probabilities'], {{session.get_inputs()[0].name: x}})\n"
+             "probabilities = probabilities[0]"),
+}
 
 
-def _onnx(report: dict, kind: str, meta: dict, output_kind: str) -> str | None:
-    feed = _feed(kind, meta, portable=True)
-    if feed is None or output_kind != "classes":
-        return None
-    path = report["path"]
-    return ("from pathlib import Path\n\nimport numpy as np\nimport onnxruntime\n\n"
-            f"session = onnxruntime.InferenceSession({path!r})\n"
-            + feed
-            + "(probabilities,) = session.run(['probabilities'], {session.get_inputs()[0].name: x})\n"
-            "probabilities = probabilities[0]\n"
-            + _show(output_kind, str(Path(path).parent)))
+def _portable(fmt: str):
+    def build(report: dict, kind: str, meta: dict, output_kind: str) -> str | None:
+        feed = _feed(kind, meta, portable=True)
+        if feed is None or output_kind != "classes":
+            return None
+        path = report["path"]
+        imports, load, run = _RUNTIMES[fmt]
+        return (f"from pathlib import Path\n\nimport numpy as np\n{imports}\n\n{load.format(path=path)}\n"
+                + feed + run.format() + "\n" + _show(output_kind, str(Path(path).parent)))
+
+    return build
+
+
+_tflite, _onnx = _portable("tflite"), _portable("onnx")

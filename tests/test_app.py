@@ -591,7 +591,8 @@ def test_a_page_shows_its_sample_progress_then_predicts_as_soon_as_its_model_is_
     at.run()
     no_exceptions(at)
     assert prediction(at) is not None  # the example row, predicted by the sample model
-    assert any("sample model" in str(c.value) for c in at.caption)
+    # the page says what the sample model was trained on, and so what to expect of it
+    assert any("sample model" in str(c.value) and "iris flowers" in str(c.value) for c in at.info), texts(at.info)
     at = open_page(at, "tiny_image")
     banner = [str(p.proto.text) for p in at.get("progress")]
     assert any("ready in ~" in b for b in banner), banner

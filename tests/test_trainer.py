@@ -301,7 +301,8 @@ def test_a_stopped_run_keeps_its_best_checkpoint_as_a_usable_model_until_resumed
     assert run.status == "stopped" and run.has_model()
     metrics = run.metrics
     assert metrics["partial"] is True and metrics["best_epoch"] in (1, 2)
-    assert "best checkpoint" in run.file("README.md").read_text()
+    card = run.file("README.md").read_text()
+    assert "best checkpoint" in card and "Built-in sample: the 150 iris flowers" in card
     probe = subprocess.run(
         [sys.executable, "-c", "import sys; from suite.runstore import Run; m = Run(sys.argv[1]).load_model(); "
          "print(m.count_params())", str(run_dir)], env=_env(), capture_output=True, text=True, timeout=300)

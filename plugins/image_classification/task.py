@@ -207,6 +207,8 @@ class ImageClassificationTask(ClassificationTask):
     description = ("Classify photos, scans or digits into your classes: a small residual CNN trained from "
                    "scratch, or a fine-tuned ImageNet backbone. Takes any image size, grey or colour.")
     input_kind = "image"
+    sample_description = ("scikit-learn's 1,797 small scanned handwritten digits: it knows only centred digits "
+                          "like those, not photos or other objects")
     distill_students = {"small": {"model": "cnn_small"}, "fast": {"model": "cnn_fast"}}
     config_class = ImageClassificationConfig
     data_formats = (

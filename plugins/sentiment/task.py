@@ -126,6 +126,8 @@ class SentimentTask(ClassificationTask):
     tfds_examples = ("tfds:imdb_reviews", "tfds:glue/sst2")
     upload_types = ("txt",)
     sample_synthetic = True
+    sample_description = ("1,200 generated one-sentence movie reviews built from a few dozen adjectives: it "
+                          "knows those words and simple negation, not real reviews")
     sample_overrides = {"model": "cnn", "epochs": 10, "batch_size": 32, "learning_rate": 1e-2, "input_dropout": 0.2, "max_tokens": 5000, "sequence_length": 32, "embedding_dim": 64}
 
     # ---- data ----------------------------------------------------------------------------------

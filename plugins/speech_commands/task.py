@@ -164,6 +164,8 @@ class SpeechCommandsTask(ClassificationTask):
     tfds_examples = ("tfds:speech_commands",)
     upload_types = ("wav", "flac", "ogg")
     sample_synthetic = True
+    sample_description = ("eight command words spoken by synthetic voices (espeak-ng) over generated noise: "
+                          "expect it to miss many real voices and microphones")
     # Validation accuracy on a few hundred clips of the training speakers ties and saturates early, so it kept
     # mid-schedule weights; the loss keeps falling to the end of the cosine decay, whose weights measured 1-3
     # points better on unseen FSDD speakers (jackson: 74.6 -> 76.0, 69.8 -> 72.8, 61.4 -> 64.8).

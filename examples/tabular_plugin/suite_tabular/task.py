@@ -53,6 +53,7 @@ class TabularClassification(ClassificationTask):
     title = "Tabular classification"
     description = "Predict a class from a row of numeric features (a CSV with a label column)."
     input_kind = "table"
+    sample_description = "the 150 iris flowers (four measurements in cm): it knows only those three species"
     distill_students = {"small": {"hidden_units": 8, "hidden_layers": 1}}
     config_class = TabularConfig
     data_formats = "A CSV file with numeric feature columns and a `label` column (set `label_column`)."
