@@ -36,13 +36,11 @@ if samples.enabled():
     with guard("Sample models"):
         _start_samples_early(str(store().root))
 
-from suite.heavy_imports import import_tensorflow_and_keras  # noqa: E402
-
-# Before any page code: concurrent first sessions must not race to import TensorFlow and Keras.
-import_tensorflow_and_keras()
-
-from apps import home, runs_page, task_page  # noqa: E402
+# Home and the sidebar draw without TensorFlow (the registry reads plugins without importing it), so the first
+# paint takes a second, not the ten that importing TensorFlow takes; pages that need it import it first.
+from apps import home  # noqa: E402
 from apps.common import registry  # noqa: E402
+from suite.heavy_imports import import_tensorflow_and_keras  # noqa: E402
 
 
 @st.cache_resource(show_spinner=False)
@@ -53,10 +51,14 @@ def _prepare_samples_once(root: str) -> int | None:
     return proc.pid if proc else None
 
 
-def _page(name: str, fn, *args):
+def _page(name: str, render, *args, tensorflow: bool = True):
     def page():
         with guard():
-            fn(*args)
+            if tensorflow:
+                # Under one lock: concurrent first sessions must not race to import TensorFlow and Keras.
+                with st.spinner("Loading TensorFlow…"):
+                    import_tensorflow_and_keras()
+            render(*args)
 
     page.__name__ = name
     return page
@@ -65,6 +67,7 @@ def _page(name: str, fn, *args):
 def _custom_page(task):
     def page():
         with guard(f"{task.title} (plugin page)"):
+            import_tensorflow_and_keras()
             # `page` is a plain callable(task): set on the instance, or a function/staticmethod on the class.
             fn = task.__dict__.get("page") or type(task).page
             fn(task)
@@ -81,10 +84,12 @@ def main() -> None:
         with guard("Sample models"):
             _prepare_samples_once(str(store().root))
     task_pages = {}
+    from apps import runs_page, task_page
+
     for task in reg.tasks():
         fn = _custom_page(task) if callable(task.page) else _page(task.name, task_page.render, task.name)
         task_pages[task.name] = st.Page(fn, title=task.title, url_path=task.name)
-    home_page = st.Page(_page("home", home.render, task_pages), title="Home", icon=":material/home:",
+    home_page = st.Page(_page("home", home.render, task_pages, tensorflow=False), title="Home", icon=":material/home:",
                         url_path="home", default=True)
     runs = st.Page(_page("runs", runs_page.render), title="Runs", icon=":material/folder:", url_path="runs")
     nav = st.navigation({"Suite": [home_page], "Tasks": list(task_pages.values()), "Manage": [runs]})

@@ -12,7 +12,10 @@ from apps.common import guard, is_sample, registry, store
 @st.cache_resource(show_spinner="Looking at this machine…")
 def machine() -> dict:
     """What ``--strategy auto`` and ``--precision auto`` would choose (detecting devices imports TensorFlow)."""
+    from suite.heavy_imports import import_tensorflow_and_keras
     from suite.strategy import describe_auto
+
+    import_tensorflow_and_keras()
 
     return describe_auto()
 
@@ -42,14 +45,6 @@ def render(pages: dict) -> None:
         for f in reg.failures:
             st.error(f"**{f.name}** ({f.source}): {f.reason}")
 
-    st.subheader("This machine")
-    with guard("Hardware"):
-        auto = machine()
-        s, p = auto["strategy"], auto["precision"]
-        st.markdown(f"- Hardware: {auto['hardware']}\n"
-                    f"- `--strategy auto` → **{s['kind']}** over {', '.join(s['devices'])}: {s['reason']}\n"
-                    f"- `--precision auto` → **{p['policy']}**: {p['reason']}")
-
     st.subheader("Recent runs")
     with guard("Runs"):
         rows = []
@@ -62,6 +57,15 @@ def render(pages: dict) -> None:
             st.dataframe(pd.DataFrame(rows), hide_index=True)
         else:
             st.caption(f"No runs yet in {store().root}.")
+
+    # Last: detecting devices imports TensorFlow, and everything above is already on screen meanwhile.
+    st.subheader("This machine")
+    with guard("Hardware"):
+        auto = machine()
+        s, p = auto["strategy"], auto["precision"]
+        st.markdown(f"- Hardware: {auto['hardware']}\n"
+                    f"- `--strategy auto` → **{s['kind']}** over {', '.join(s['devices'])}: {s['reason']}\n"
+                    f"- `--precision auto` → **{p['policy']}**: {p['reason']}")
 
 
 def _samples_status() -> None:

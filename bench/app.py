@@ -569,19 +569,100 @@ def first_contact_section(fc: dict, cmd: str) -> str:
 FC_MARK = "### First contact: a fresh machine, every plugin page predicting"
 
 
-def run_first_contact_only() -> str:
-    """Measure first contact and replace only that part of bench/results/app.md (other app figures kept)."""
+def replace_subsection(text: str, mark: str, section: str) -> str:
+    """``text`` with the ``### `` subsection that starts with ``mark`` replaced by ``section`` (or added)."""
+    if mark in text:
+        start = text.index(mark)
+        end = text.find("\n### ", start + len(mark))
+        rest = text[end + 1:] if end >= 0 else ""
+        text = text[:start].rstrip() + "\n" + ("\n" + rest if rest else "")
+    return text.rstrip() + "\n\n" + section.strip() + "\n"
+
+
+def _keep_subsection(mark: str, section: str) -> None:
     from bench.common import RESULTS
 
+    path = RESULTS / f"{NAME}.md"
+    old = path.read_text() if path.exists() else "## The app in a browser\n"
+    path.write_text(replace_subsection(old, mark, section))
+
+
+def run_first_contact_only() -> str:
+    """Measure first contact and replace only that part of bench/results/app.md (other app figures kept)."""
     with tempfile.TemporaryDirectory(prefix="suite-app-fc-") as tmp:
         fc = first_contact(Path(tmp))
     save_results(NAME + "_first_contact", {"machine": machine(), **fc})
     section = first_contact_section(fc, "python -m bench.app --first-contact")
-    path = RESULTS / f"{NAME}.md"
-    old = path.read_text() if path.exists() else "## The app in a browser\n"
-    if FC_MARK in old:
-        old = old[:old.index(FC_MARK)].rstrip() + "\n"
-    path.write_text(old.rstrip() + "\n\n" + section)
+    _keep_subsection(FC_MARK, section)
+    return section
+
+
+FP_MARK = "### First paint: Home and the sidebar before TensorFlow"
+
+
+def first_paint(workdir: Path, rounds: int = 3) -> dict:
+    """Launch a server on an empty run store (every built-in plugin, no sample training) with a browser
+    already open; time the title and the sidebar's task links, the whole Home page, then a task page."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    tries = []
+    for i in range(rounds):
+        home = workdir / f"home{i}"
+        home.mkdir()
+        driver, server = new_driver(), None
+        try:
+            server = Server(home, workdir, env_extra={"SUITE_PLUGINS": ""})
+            healthy = server.wait_healthy()
+            t0 = time.perf_counter()
+            driver.get(server.base)
+            wait_title(driver)
+            WebDriverWait(driver, WAIT_S).until(lambda d: len(d.find_elements(
+                By.CSS_SELECTOR, "[data-testid='stSidebarNav'] a")) >= 5)
+            painted = time.perf_counter()
+            wait_idle(driver)
+            home_ready = time.perf_counter()
+            driver.get(f"{server.base}/{TASK}")
+            WebDriverWait(driver, WAIT_S).until(
+                lambda d: any("Image classification" in h.text for h in d.find_elements(By.TAG_NAME, "h1")))
+            wait_idle(driver)
+            task_ready = time.perf_counter()
+            tries.append({"health_s": healthy, "first_paint_s": painted - t0,
+                          "first_paint_after_launch_s": painted - server.started,
+                          "home_ready_s": home_ready - t0, "task_page_ready_s": task_ready - home_ready})
+        finally:
+            quit_driver(driver)
+            if server is not None:
+                server.stop()
+    return {"tries": tries, **{k: sorted(t[k] for t in tries)[len(tries) // 2] for k in tries[0]}}
+
+
+def first_paint_section(fp: dict, cmd: str) -> str:
+    rows = [[i + 1, f"{t['health_s']:.1f}", f"{t['first_paint_s']:.2f}", f"{t['first_paint_after_launch_s']:.1f}",
+             f"{t['home_ready_s']:.1f}", f"{t['task_page_ready_s']:.1f}"] for i, t in enumerate(fp["tries"])]
+    return "\n".join([
+        FP_MARK, "",
+        f"Command: `{cmd}` (idle machine, one server at a time, every built-in plugin installed, empty run "
+        "store, no sample training; the browser is started before the server). Home and the sidebar draw from "
+        "the plugin registry without importing TensorFlow; only Home's last section (what `auto` picks, which "
+        "detects devices) and the task pages import it.",
+        "",
+        f"Median of {len(fp['tries'])}: **first paint (title and every task link in the sidebar) "
+        f"{fp['first_paint_s']:.2f} s after the browser asks** ({fp['first_paint_after_launch_s']:.1f} s after "
+        f"`streamlit run`), Home complete {fp['home_ready_s']:.1f} s, then the image page ready "
+        f"{fp['task_page_ready_s']:.1f} s later.",
+        "",
+        md_table(["try", "server healthy after launch (s)", "first paint after the request (s)",
+                  "first paint after launch (s)", "Home complete (s)", "then image page ready (s)"], rows),
+    ])
+
+
+def run_first_paint_only() -> str:
+    with tempfile.TemporaryDirectory(prefix="suite-app-fp-") as tmp:
+        fp = first_paint(Path(tmp))
+    save_results(NAME + "_first_paint", {"machine": machine(), **fp})
+    section = first_paint_section(fp, "python -m bench.app --first-paint")
+    _keep_subsection(FP_MARK, section)
     return section
 
 
@@ -648,5 +729,7 @@ def run(quick: bool) -> str:
 if __name__ == "__main__":
     if "--first-contact" in sys.argv:
         print(run_first_contact_only())
+    elif "--first-paint" in sys.argv:
+        print(run_first_paint_only())
     else:
         print(run(quick="--full" not in sys.argv))

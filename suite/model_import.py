@@ -215,6 +215,7 @@ def allowed_packages(registry=None) -> tuple[set[str], set[str]]:
     from suite.registry import get_registry
 
     reg = registry if registry is not None else get_registry()
+    reg.import_keras_objects()
     packages = set(BASE_PACKAGES)
     for task in reg.tasks():
         packages.add(_top(type(task).__module__))
@@ -281,6 +282,16 @@ def _keras_builtin_function(name: str) -> bool:
     return any(callable(getattr(getattr(keras, mod, None), name, None)) for mod in _BUILTIN_FUNCTION_MODULES)
 
 
+def custom_names(config: Any) -> set[str]:
+    """The registered ``package>Name`` classes and functions a model config names (Keras' own excluded)."""
+    names = set()
+    for _, node in _walk(config, "config"):
+        for value in (node.get("registered_name"), node.get("config") if node.get("module") == "builtins" else None):
+            if isinstance(value, str) and ">" in value and _top(value.split(">", 1)[0]) not in BASE_PACKAGES:
+                names.add(value)
+    return names
+
+
 def _walk(node: Any, where: str, depth: int = 0) -> Iterator[tuple[str, dict]]:
     if depth > _MAX_DEPTH:
         raise ModelImportError("refused: config.json is nested too deeply")
@@ -343,7 +354,7 @@ def _probe_main(path: str, memory_mb: int, cpu_s: int) -> int:
     try:
         from suite.registry import get_registry
 
-        get_registry()  # plugins register their serializable layers on import
+        get_registry().import_keras_objects()  # every plugin's serializable classes
         import keras
 
         model = keras.saving.load_model(path, safe_mode=True, compile=False)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import importlib.util
 import os
 import threading
 from collections.abc import Iterable
@@ -59,6 +60,10 @@ class Registry:
         label = task.name or type(task).__name__
         if missing:
             self._fail(label, source, f"missing required part(s): {', '.join(missing)}")
+            return None
+        unfound = _unfound_modules(task.keras_modules)
+        if unfound:
+            self._fail(label, source, f"keras_modules names module(s) that cannot be found: {', '.join(unfound)}")
             return None
         if task.name in self._tasks:
             self._fail(
@@ -128,6 +133,11 @@ class Registry:
     def tasks(self) -> list[Task]:
         return [self._tasks[n] for n in self.names()]
 
+    def import_keras_objects(self) -> None:
+        """Register every plugin's serializable Keras objects (before loading a model of unknown task)."""
+        for task in self.tasks():
+            task.import_keras_objects()
+
     def source(self, name: str) -> str:
         return self._sources.get(name, "")
 
@@ -136,6 +146,20 @@ class Registry:
 
     def __len__(self) -> int:
         return len(self._tasks)
+
+
+def _unfound_modules(names) -> list[str]:
+    """Module names that the import system cannot find, checked without importing them."""
+    if isinstance(names, str):
+        return [f"{names!r} (keras_modules must be a tuple of module names)"]
+    unfound = []
+    for name in names:
+        try:
+            if importlib.util.find_spec(name) is None:
+                unfound.append(name)
+        except (ImportError, ValueError):
+            unfound.append(name)
+    return unfound
 
 
 def discover_entry_points() -> list[EntryPoint]:

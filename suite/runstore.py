@@ -113,13 +113,21 @@ class Run:
         return get(self.task_name)
 
     def load_model(self):
-        """Load ``model.keras`` with ``safe_mode=True``; the plugin's layers register on import."""
+        """Load ``model.keras`` with ``safe_mode=True``, after the plugin's ``keras_modules`` are imported."""
         if not self.has_model():
             raise RunError(f"run {self.name!r} has no model.keras (status: {self.status})")
-        self.task()  # importing the plugin registers its serialisable layers
+        task = self.task()
+        task.import_keras_objects()
         import keras
 
-        return keras.saving.load_model(self.model_path, safe_mode=True, compile=False)
+        try:
+            return keras.saving.load_model(self.model_path, safe_mode=True, compile=False)
+        except (TypeError, ValueError) as err:
+            missing = unregistered_class(err)
+            if missing is None:
+                raise
+            raise RunError(f"run {self.name!r}: its model uses the Keras class {missing!r}, which no module in "
+                           f"the {task.name!r} plugin's keras_modules registers") from err
 
     def summary(self) -> dict[str, Any]:
         info = self.info
@@ -204,3 +212,12 @@ class RunStore:
             row["config"] = run.config
             rows.append(row)
         return rows
+
+
+def unregistered_class(err: BaseException) -> str | None:
+    """The class name in Keras' "Could not locate class 'X'" message, which Keras buries at the end of an
+    outer "could not be deserialized" error after the whole model config; None for any other error."""
+    import re
+
+    match = re.search(r"Could not locate (?:class|function) '([^']+)'", str(err))
+    return match.group(1) if match else None

@@ -10,6 +10,7 @@ KerasHub's split of a generic base class that owns graph building from concrete 
 from __future__ import annotations
 
 import dataclasses
+import importlib
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
@@ -72,6 +73,11 @@ class Task:
     # What the built-in sample is and what a model trained on it can be expected to do, in one plain sentence
     # (shown beside sample models on the page and in their model card).
     sample_description: ClassVar[str] = ""
+    # Modules that register the plugin's serializable Keras objects (layers, losses, schedules). The core
+    # imports them right before it loads a saved model, not when the plugin registers: listing plugins, the
+    # CLI's help and the app's first paint then never import TensorFlow, and a fresh process that loads a
+    # ``model.keras`` finds every class however lazily the plugin imports them itself.
+    keras_modules: ClassVar[tuple[str, ...]] = ()
     monitor: ClassVar[str] = "val_accuracy"  # metric that picks the best checkpoint
     monitor_mode: ClassVar[str] = "max"
     page: ClassVar[Any] = None  # optional callable(task) drawing a custom Streamlit page
@@ -80,6 +86,11 @@ class Task:
     sample_overrides: ClassVar[dict[str, Any]] = {}
 
     REQUIRED_METHODS: ClassVar[tuple[str, ...]] = ("load_data", "build_model", "decode_input")
+
+    def import_keras_objects(self) -> None:
+        """Import ``keras_modules`` so that their ``register_keras_serializable`` classes are known."""
+        for module in self.keras_modules:
+            importlib.import_module(module)
 
     # ---- data ------------------------------------------------------------------------------------
     def load_data(self, source: DataSource, config: TaskConfig) -> DataBundle:

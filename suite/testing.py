@@ -105,6 +105,7 @@ class PluginTestSuite:
     def test_model_reloads_in_safe_mode_with_identical_outputs(self, trained_run, predictor):
         import keras
 
+        predictor.task.import_keras_objects()
         model = keras.saving.load_model(trained_run.model_path, safe_mode=True, compile=False)
         assert not _has_lambda(model), "models must not contain Lambda layers"
         examples = predictor.task.examples(predictor.meta)

@@ -274,11 +274,9 @@ def train(
     events = EventWriter(run.events_path, listeners if chief else [])
     try:
         with _run_lock(run):
-            return _train_in_folder(
-                task, source, config, options, run=run, chief=chief, strategy=strategy,
-                choice=choice, precision=precision, hw=hw, events=events, resumed=resumed, bundle=bundle,
-                extra_callbacks=list(callbacks or []), explicit=explicit, distill=distill,
-            )
+            session = _Session(task, source, options, run, strategy, choice, precision, hw, events, resumed,
+                               explicit=explicit, distill=distill)
+            return _train_in_folder(session, config, bundle, list(callbacks or []))
     except SuiteError as err:
         # A source or config the task refused before training began leaves no run folder behind.
         if created and getattr(err, "before_training", False):
@@ -290,207 +288,278 @@ def train(
             shutil.rmtree(worker_tmp, ignore_errors=True)
 
 
-def _train_in_folder(task, source, config, options, *, run, chief, strategy, choice, precision, hw,
-                     events, resumed, bundle, extra_callbacks, explicit=frozenset(), distill=None):
+@dataclasses.dataclass
+class _Session:
+    """One training session in a run folder: what it trains, where, and what it reports to."""
+
+    task: Task
+    source: Any
+    options: TrainOptions
+    run: Run
+    strategy: Any
+    choice: Any
+    precision: Any
+    hw: Any
+    events: EventWriter
+    resumed: bool
+    explicit: frozenset = frozenset()
+    distill: Any = None
+
+    def update(self, **changes) -> None:
+        self.run.update_info(**changes)
+
+    def say(self, text: str) -> None:
+        self.events.emit("message", text=text)
+
+
+@dataclasses.dataclass
+class _Pipelines:
+    train: Any
+    val: Any
+    global_batch: int
+    steps_per_epoch: int | None
+    input_context: Any
+
+
+def _train_in_folder(s: _Session, config, bundle, extra_callbacks) -> Run:
+    """The steps of a run, each below; a failure marks the run (failed, interrupted) before it propagates."""
+    try:
+        _start(s)
+        t0 = time.perf_counter()
+        config, bundle = _prepare_data(s, config, bundle)
+        pipes = _pipelines(s, config, bundle)
+        model = _compiled_model(s, config, bundle, pipes)
+        callbacks, monitor, best = _callbacks(s, config, bundle, pipes)
+        if not _fit(s, config, model, pipes, callbacks + extra_callbacks, monitor, best, t0):
+            return s.run  # stopped: the best checkpoint is kept, the run can be resumed
+        return _finish(s, config, bundle, model, best, train_seconds=time.perf_counter() - t0)
+    except (SuiteError, KeyboardInterrupt) as err:
+        if isinstance(err, KeyboardInterrupt):
+            s.update(status="interrupted", epochs_done=_epochs_done(s.run))
+            s.events.emit("run_end", status="interrupted")
+        elif s.run.status == "running":
+            s.update(status="failed", error=str(err))
+            s.events.emit("run_end", status="failed", message=str(err))
+        raise
+    except Exception as err:
+        line = f"{type(err).__name__}: {err}".splitlines()[0]
+        s.update(status="failed", error=line)
+        s.events.emit("run_end", status="failed", message=line)
+        raise
+
+
+def _start(s: _Session) -> None:
+    """Seed, then record what this session runs with in run.json and say which strategy it takes."""
     import keras
     import tensorflow as tf
+
+    keras.utils.set_random_seed(s.options.seed)
+    if s.options.deterministic:
+        tf.config.experimental.enable_op_determinism()
+    s.update(
+        status="running", task=s.task.name, data=s.source.spec, options=s.options.to_dict(),
+        strategy=s.choice.to_dict(), precision=s.precision.to_dict(), hardware=s.hw.describe(), pid=os.getpid(),
+        error=None, started=now_iso() if not s.resumed else s.run.info.get("started", now_iso()),
+        distill=s.distill.to_dict() if s.distill is not None else None,
+    )
+    if s.distill is not None:
+        s.say(f"distilling from run {s.distill.teacher_name} (temperature {s.distill.temperature:g}, "
+              f"alpha {s.distill.alpha:g} on the hard labels)")
+    c = s.choice
+    s.say(f"strategy {c.kind} over {', '.join(c.devices)} ({c.replicas} replica(s)): {c.reason}")
+
+
+def _prepare_data(s: _Session, config, bundle):
+    """Load the data, apply the task's plan for it, settle the precision; write config.yaml and meta.json."""
+    try:
+        if bundle is None:
+            bundle = s.task.load_data(s.source, config)
+        bundle = bundle.take_train(config.max_train_examples)
+        config, bundle, plan = _apply_plan(s.task, config, bundle, s.explicit, s.run, s.resumed)
+    except SuiteError as err:
+        err.before_training = True  # train() removes the folder it made for this run
+        raise
+    for reason in plan.reasons:
+        s.say(f"plan: {reason}")
+    s.precision = _precision_for_plan(s.precision, plan, s.options, s.hw, s.choice)
+    s.say(f"precision {s.precision.policy}: {s.precision.reason}")
+    s.update(precision=s.precision.to_dict(), plan=plan.to_dict(),
+             requested_config=s.run.info.get("requested_config") or config_before_plan(config, plan, s.explicit))
+    atomic.write_yaml(s.run.file("config.yaml"), config.to_dict())
+    atomic.write_json(s.run.file("meta.json"), dict(bundle.meta))
+    return config, bundle
+
+
+def _pipelines(s: _Session, config, bundle) -> _Pipelines:
+    """The batched train and val pipelines; on many workers each reads its own share (InputContext), batched
+    by the global batch, which Keras' experimental_distribute_dataset then splits over the worker's replicas."""
+    import tensorflow as tf
+
+    meta, replicas = bundle.meta, s.choice.replicas
+    global_batch = config.batch_size * replicas
+    n_train = bundle.counts.get("train")
+    steps_per_epoch = math.ceil(n_train / global_batch) if n_train else None
+    input_context = None
+    if s.choice.kind == "multi_worker" and s.hw.workers > 1:
+        input_context = tf.distribute.InputContext(
+            num_input_pipelines=s.hw.workers, input_pipeline_id=s.hw.worker_id, num_replicas_in_sync=replicas)
+    if meta.get("cache"):
+        s.say(f"data: {meta['cache']['reason']}")
+    train_ds = build_pipeline(s.task, bundle.train, batch_size=global_batch, training=True, config=config,
+                              meta=meta, count=n_train, options=s.options, input_context=input_context,
+                              shard=bundle.shard_train)
+    val_ds = None
+    if bundle.val is not None:
+        val_ds = build_pipeline(s.task, bundle.val, batch_size=global_batch, training=False, config=config,
+                                meta=meta, count=bundle.counts.get("val"), options=s.options, split="val")
+    s.update(global_batch=global_batch, replicas=replicas, steps_per_epoch=steps_per_epoch,
+             counts=bundle.counts, synthetic=bool(bundle.synthetic),
+             cache={"kind": cache_kind(meta, s.options), "reason": (meta.get("cache") or {}).get("reason", "")})
+    s.events.emit("run_start", task=s.task.name, run=s.run.name, resumed=s.resumed, epochs=config.epochs,
+                  steps_per_epoch=steps_per_epoch, global_batch=global_batch, replicas=replicas,
+                  strategy=s.choice.kind, precision=s.precision.policy)
+    return _Pipelines(train_ds, val_ds, global_batch, steps_per_epoch, input_context)
+
+
+def _compiled_model(s: _Session, config, bundle, pipes: _Pipelines):
+    """Build and compile the task's model (a student wrapped with its frozen teacher) in the strategy's scope;
+    under a distributed strategy, build it on one probe batch before fit."""
+    meta = bundle.meta
+    with s.strategy.scope():
+        model = s.task.build_model(config, bundle)
+        if s.distill is not None:
+            from suite.distill import wrap
+
+            model = wrap(model, s.distill)  # the teacher loads in the same scope, frozen
+        model.compile(
+            optimizer=s.task.optimizer(config, pipes.steps_per_epoch or 100),
+            loss=s.task.loss(config, meta),
+            metrics=s.task.metrics(config, meta),
+            jit_compile=s.options.jit_compile,
+            steps_per_execution=s.options.steps_per_execution,
+        )
+    ctx = pipes.input_context
+    if ctx is not None:
+        from suite.compat import patch_keras_for_multi_worker
+
+        patch_keras_for_multi_worker()
+    if s.choice.kind in ("mirrored", "multi_worker", "tpu"):
+        # From an unshuffled copy: iterating the train pipeline here would shift its shuffle order.
+        source = bundle.train
+        if ctx is not None and bundle.shard_train is not None:  # a streamed worker reads its own files
+            source = bundle.shard_train(ctx.num_input_pipelines, ctx.input_pipeline_id)
+        probe = s.task.batch(source.take(pipes.global_batch), pipes.global_batch, training=False, config=config,
+                             meta=meta)
+        _build_before_fit(model, s.strategy, probe)
+    return model
+
+
+def _callbacks(s: _Session, config, bundle, pipes: _Pipelines):
+    """The trainer's callbacks: backup/restore, progress and stop requests, best checkpoint, history, and the
+    optional TensorBoard, early stopping, time budget and skipped-file log."""
+    import keras
 
     from suite.callbacks import (
         AtomicBackupAndRestore,
         BestCheckpoint,
-        Diverged,
         EarlyStoppingResumable,
         RunMonitor,
-        StopRequested,
         TimeBudget,
     )
+
+    run, has_val = s.run, pipes.val is not None
+    monitor = RunMonitor(s.events, steps_per_epoch=pipes.steps_per_epoch, global_batch=pipes.global_batch,
+                         epochs=config.epochs, stop_file=run.file("STOP"))
+    best = BestCheckpoint(run.path, s.task.monitor if has_val else "loss", s.task.monitor_mode if has_val else "min")
+    callbacks: list = [
+        AtomicBackupAndRestore(str(run.file("backup")), delete_checkpoint=False),
+        monitor,
+        best,
+        keras.callbacks.CSVLogger(str(run.file("history.csv")), append=True),
+    ]
+    if s.options.tensorboard:
+        callbacks.append(keras.callbacks.TensorBoard(str(run.file("tensorboard")), write_graph=False))
+    if config.early_stopping_patience > 0:
+        callbacks.append(EarlyStoppingResumable(run.file("early_stopping.json"), monitor=best.monitor,
+                                                mode=best.mode, patience=config.early_stopping_patience))
+    if config.time_budget_minutes > 0:
+        spent = sum(float(e.get("seconds") or 0) for e in _events(run) if e.get("event") == "epoch_end")
+        steps = pipes.steps_per_epoch
+        callbacks.insert(1, TimeBudget(60 * config.time_budget_minutes, spent_s=spent, events=s.events,
+                                       total_steps=config.epochs * steps if steps else None))
+        s.say(f"time budget {config.time_budget_minutes:g} min ({spent / 60:.1f} spent before): at most "
+              f"{config.epochs} epochs, the learning rate decays over it")
+    if bundle.skips is not None:
+        from suite.callbacks import SkippedFiles
+
+        callbacks.append(SkippedFiles(bundle.skips, run.file("skipped.jsonl"), bundle.counts.get("train") or 0))
+    return callbacks, monitor, best
+
+
+def _fit(s: _Session, config, model, pipes: _Pipelines, callbacks, monitor, best, t0: float) -> bool:
+    """``model.fit``; False when a stop was requested (the best checkpoint is then kept as the run's model)."""
+    from suite.callbacks import Diverged, StopRequested
     from suite.modelcard import write_model_card
 
-    keras.utils.set_random_seed(options.seed)
-    if options.deterministic:
-        tf.config.experimental.enable_op_determinism()
-
-    def update(**changes):
-        run.update_info(**changes)
-
-    update(
-        status="running", task=task.name, data=source.spec, options=options.to_dict(), strategy=choice.to_dict(),
-        precision=precision.to_dict(), hardware=hw.describe(), pid=os.getpid(), error=None,
-        started=now_iso() if not resumed else run.info.get("started", now_iso()),
-        distill=distill.to_dict() if distill is not None else None,
-    )
-    if distill is not None:
-        events.emit("message", text=f"distilling from run {distill.teacher_name} (temperature {distill.temperature:g}, "
-                                    f"alpha {distill.alpha:g} on the hard labels)")
-    say = f"strategy {choice.kind} over {', '.join(choice.devices)} ({choice.replicas} replica(s)): {choice.reason}"
-    events.emit("message", text=say)
-
-    t0 = time.perf_counter()
+    run = s.run
+    run.file("STOP").unlink(missing_ok=True)
     try:
-        try:
-            if bundle is None:
-                bundle = task.load_data(source, config)
-            bundle = bundle.take_train(config.max_train_examples)
-            config, bundle, plan = _apply_plan(task, config, bundle, explicit, run, resumed)
-        except SuiteError as err:
-            err.before_training = True  # train() removes the folder it made for this run
-            raise
-        for reason in plan.reasons:
-            events.emit("message", text=f"plan: {reason}")
-        precision = _precision_for_plan(precision, plan, options, hw, choice)
-        events.emit("message", text=f"precision {precision.policy}: {precision.reason}")
-        update(precision=precision.to_dict(), plan=plan.to_dict(),
-               requested_config=run.info.get("requested_config") or config_before_plan(config, plan, explicit))
-        meta = dict(bundle.meta)
-        atomic.write_yaml(run.file("config.yaml"), config.to_dict())
-        atomic.write_json(run.file("meta.json"), meta)
-
-        replicas = choice.replicas
-        global_batch = config.batch_size * replicas
-        n_train = bundle.counts.get("train")
-        steps_per_epoch = math.ceil(n_train / global_batch) if n_train else None
-
-        # Multi-worker: each worker reads its own shard (InputContext), batched by the global batch; Keras's
-        # experimental_distribute_dataset then splits each batch over the worker's replicas.
-        input_context = None
-        if choice.kind == "multi_worker" and hw.workers > 1:
-            input_context = tf.distribute.InputContext(
-                num_input_pipelines=hw.workers, input_pipeline_id=hw.worker_id, num_replicas_in_sync=replicas)
-        if meta.get("cache"):
-            events.emit("message", text=f"data: {meta['cache']['reason']}")
-        train_ds = build_pipeline(task, bundle.train, batch_size=global_batch, training=True, config=config,
-                                  meta=meta, count=n_train, options=options, input_context=input_context,
-                                  shard=bundle.shard_train)
-        val_ds = None
-        if bundle.val is not None:
-            val_ds = build_pipeline(task, bundle.val, batch_size=global_batch, training=False, config=config,
-                                    meta=meta, count=bundle.counts.get("val"), options=options, split="val")
-
-        update(global_batch=global_batch, replicas=replicas, steps_per_epoch=steps_per_epoch,
-               counts=bundle.counts, synthetic=bool(bundle.synthetic),
-               cache={"kind": cache_kind(meta, options), "reason": (meta.get("cache") or {}).get("reason", "")})
-        events.emit("run_start", task=task.name, run=run.name, resumed=resumed, epochs=config.epochs,
-                    steps_per_epoch=steps_per_epoch, global_batch=global_batch, replicas=replicas,
-                    strategy=choice.kind, precision=precision.policy)
-
-        with strategy.scope():
-            model = task.build_model(config, bundle)
-            if distill is not None:
-                from suite.distill import wrap
-
-                model = wrap(model, distill)  # the teacher loads in the same scope, frozen
-            model.compile(
-                optimizer=task.optimizer(config, steps_per_epoch or 100),
-                loss=task.loss(config, meta),
-                metrics=task.metrics(config, meta),
-                jit_compile=options.jit_compile,
-                steps_per_execution=options.steps_per_execution,
-            )
-
-        if input_context is not None:
-            from suite.compat import patch_keras_for_multi_worker
-
-            patch_keras_for_multi_worker()
-        if choice.kind in ("mirrored", "multi_worker", "tpu"):
-            # From an unshuffled copy: iterating train_ds here would shift its shuffle order.
-            source = bundle.train
-            if input_context is not None and bundle.shard_train is not None:  # a streamed worker reads its own files
-                source = bundle.shard_train(input_context.num_input_pipelines, input_context.input_pipeline_id)
-            probe = task.batch(source.take(global_batch), global_batch, training=False, config=config, meta=meta)
-            _build_before_fit(model, strategy, probe)
-
-        monitor = RunMonitor(events, steps_per_epoch=steps_per_epoch, global_batch=global_batch,
-                             epochs=config.epochs, stop_file=run.file("STOP"))
-        best = BestCheckpoint(run.path, task.monitor if val_ds is not None else "loss",
-                              task.monitor_mode if val_ds is not None else "min")
-        callbacks: list = [
-            AtomicBackupAndRestore(str(run.file("backup")), delete_checkpoint=False),
-            monitor,
-            best,
-            keras.callbacks.CSVLogger(str(run.file("history.csv")), append=True),
-        ]
-        if options.tensorboard:
-            callbacks.append(keras.callbacks.TensorBoard(str(run.file("tensorboard")), write_graph=False))
-        if config.early_stopping_patience > 0:
-            callbacks.append(EarlyStoppingResumable(
-                run.file("early_stopping.json"), monitor=best.monitor,
-                mode=best.mode, patience=config.early_stopping_patience))
-
-        if config.time_budget_minutes > 0:
-            spent = sum(float(e.get("seconds") or 0) for e in _events(run) if e.get("event") == "epoch_end")
-            callbacks.insert(1, TimeBudget(60 * config.time_budget_minutes, spent_s=spent, events=events,
-                                           total_steps=config.epochs * steps_per_epoch if steps_per_epoch else None))
-            events.emit("message", text=f"time budget {config.time_budget_minutes:g} min ({spent / 60:.1f} spent "
-                                        f"before): at most {config.epochs} epochs, the learning rate decays over it")
-        if bundle.skips is not None:
-            from suite.callbacks import SkippedFiles
-
-            callbacks.append(SkippedFiles(bundle.skips, run.file("skipped.jsonl"), n_train or 0))
-        callbacks += extra_callbacks
-        run.file("STOP").unlink(missing_ok=True)
-        try:
-            with _StopSignal(monitor):
-                model.fit(train_ds, validation_data=val_ds, epochs=config.epochs,
-                          steps_per_epoch=steps_per_epoch, callbacks=callbacks, verbose=0, shuffle=False)
-        except Diverged as err:
-            msg = f"run diverged: {err}; lower the learning rate (now {config.learning_rate}) and train again"
-            events.emit("run_end", status="diverged", message=msg)
-            update(status="diverged", error=msg, finished=now_iso())
-            raise RunError(msg) from None
-        except StopRequested:
-            done = _epochs_done(run)
-            kept = _keep_best_so_far(run, task, model, best, events, train_seconds=time.perf_counter() - t0)
-            msg = f"stopped after {done} finished epoch(s); `suite train --resume {run.name}` continues"
-            if kept:
-                msg += f"; the best checkpoint (epoch {best.best_epoch}) can be tried, evaluated and exported"
-            events.emit("run_end", status="stopped", message=msg)
-            update(status="stopped", epochs_done=done, error=None)
-            if kept:
-                write_model_card(run, task)
-            return run
-        except KeyboardInterrupt:
-            _keep_best_so_far(run, task, model, best, events, train_seconds=time.perf_counter() - t0)
-            raise
-        finally:
-            # An epoch cut short (time budget, stop, divergence) leaves its tf.data iterator alive in a reference
-            # cycle; if the collector first meets it during interpreter shutdown, a worker thread still inside a
-            # tf.numpy_function waits for the GIL forever and the process never exits (tensorflow#21277).
-            gc.collect()
-
-        train_seconds = time.perf_counter() - t0
-        if best.restore(model):
-            events.emit("message", text=f"restored the best weights ({best.monitor} from epoch {best.best_epoch})")
-        model = _deployable(model)
-        result: dict[str, Any] = {"best_epoch": best.best_epoch, "monitor": best.monitor, "best_value": best.best}
-        if bundle.test is not None:
-            events.emit("message", text="evaluating on the test split")
-            result["test"] = task.evaluate(model, bundle.test, config, meta)
-        result["train_seconds"] = round(train_seconds, 2)
-        if bundle.skips is not None and bundle.skips.count:
-            bundle.skips.write(run.file("skipped.jsonl"))
-            result["skipped_files"] = bundle.skips.count
-            events.emit("message", text=f"skipped {bundle.skips.count} unreadable file(s), listed in skipped.jsonl")
+        with _StopSignal(monitor):
+            model.fit(pipes.train, validation_data=pipes.val, epochs=config.epochs,
+                      steps_per_epoch=pipes.steps_per_epoch, callbacks=callbacks, verbose=0, shuffle=False)
+        return True
+    except Diverged as err:
+        msg = f"run diverged: {err}; lower the learning rate (now {config.learning_rate}) and train again"
+        s.events.emit("run_end", status="diverged", message=msg)
+        s.update(status="diverged", error=msg, finished=now_iso())
+        raise RunError(msg) from None
+    except StopRequested:
         done = _epochs_done(run)
-        # Every worker saves (Keras collectives may run during save); non-chief copies go to a temp store.
-        with atomic.atomic_path(run.model_path, suffix=".keras") as tmp:
-            model.save(tmp)
-        atomic.write_json(run.file("metrics.json"), result)
-        update(status="completed", epochs_done=done, finished=now_iso(), train_seconds=round(train_seconds, 2))
-        write_model_card(run, task)
-        events.emit("run_end", status="completed", metrics=_flat_metrics(result.get("test") or {}))
-        return run
-    except (SuiteError, KeyboardInterrupt) as err:
-        if isinstance(err, KeyboardInterrupt):
-            update(status="interrupted", epochs_done=_epochs_done(run))
-            events.emit("run_end", status="interrupted")
-        elif run.status == "running":
-            update(status="failed", error=str(err))
-            events.emit("run_end", status="failed", message=str(err))
+        kept = _keep_best_so_far(run, s.task, model, best, s.events, train_seconds=time.perf_counter() - t0)
+        msg = f"stopped after {done} finished epoch(s); `suite train --resume {run.name}` continues"
+        if kept:
+            msg += f"; the best checkpoint (epoch {best.best_epoch}) can be tried, evaluated and exported"
+        s.events.emit("run_end", status="stopped", message=msg)
+        s.update(status="stopped", epochs_done=done, error=None)
+        if kept:
+            write_model_card(run, s.task)
+        return False
+    except KeyboardInterrupt:
+        _keep_best_so_far(run, s.task, model, best, s.events, train_seconds=time.perf_counter() - t0)
         raise
-    except Exception as err:
-        update(status="failed", error=f"{type(err).__name__}: {err}".splitlines()[0])
-        events.emit("run_end", status="failed", message=f"{type(err).__name__}: {err}".splitlines()[0])
-        raise
+    finally:
+        # An epoch cut short (time budget, stop, divergence) leaves its tf.data iterator alive in a reference
+        # cycle; if the collector first meets it during interpreter shutdown, a worker thread still inside a
+        # tf.numpy_function waits for the GIL forever and the process never exits (tensorflow#21277).
+        gc.collect()
+
+
+def _finish(s: _Session, config, bundle, model, best, *, train_seconds: float) -> Run:
+    """Best weights back, the test split evaluated, then model.keras, metrics.json and the model card."""
+    from suite.modelcard import write_model_card
+
+    run = s.run
+    if best.restore(model):
+        s.say(f"restored the best weights ({best.monitor} from epoch {best.best_epoch})")
+    model = _deployable(model)
+    result: dict[str, Any] = {"best_epoch": best.best_epoch, "monitor": best.monitor, "best_value": best.best}
+    if bundle.test is not None:
+        s.say("evaluating on the test split")
+        result["test"] = s.task.evaluate(model, bundle.test, config, bundle.meta)
+    result["train_seconds"] = round(train_seconds, 2)
+    if bundle.skips is not None and bundle.skips.count:
+        bundle.skips.write(run.file("skipped.jsonl"))
+        result["skipped_files"] = bundle.skips.count
+        s.say(f"skipped {bundle.skips.count} unreadable file(s), listed in skipped.jsonl")
+    done = _epochs_done(run)
+    # Every worker saves (Keras collectives may run during save); non-chief copies go to a temp store.
+    with atomic.atomic_path(run.model_path, suffix=".keras") as tmp:
+        model.save(tmp)
+    atomic.write_json(run.file("metrics.json"), result)
+    s.update(status="completed", epochs_done=done, finished=now_iso(), train_seconds=round(train_seconds, 2))
+    write_model_card(run, s.task)
+    s.events.emit("run_end", status="completed", metrics=_flat_metrics(result.get("test") or {}))
+    return run
 
 
 def _deployable(model):

@@ -173,26 +173,48 @@ def test_new_plugin_scaffold_installs_registers_and_passes_its_tests(tmp_path):
         subprocess.run([sys.executable, "-m", "pip", "uninstall", "-q", "-y", "suite-my-widget"], capture_output=True)
 
 
-def test_cli_is_quiet_by_default_and_verbose_brings_tensorflow_logs_back():
-    """A newcomer's `suite plugins` shows no TensorFlow C++ lines (`I0000 ... oneDNN`, `E0000 ... cuInit`); -v
-    shows them again."""
+def test_cli_is_quiet_by_default_and_verbose_brings_tensorflow_logs_back(tmp_path):
+    """A newcomer's commands show no TensorFlow C++ lines (`I0000 ... oneDNN`, `E0000 ... cuInit`); -v shows them
+    again. `suite data pack` imports TensorFlow (it writes TFRecords); `suite plugins` no longer needs it."""
     import re
     import subprocess
     import sys
 
+    from PIL import Image
+
+    for label in ("a", "b"):
+        (tmp_path / "src" / label).mkdir(parents=True)
+        for i in range(3):
+            Image.new("RGB", (8, 8), (40 * i, 0, 0)).save(tmp_path / "src" / label / f"{i}.png")
     env = {k: v for k, v in os.environ.items() if k not in ("TF_CPP_MIN_LOG_LEVEL", "PYTHONWARNINGS")}
     tf_line = re.compile(r"^[IWEF]\d{4} |oneDNN|cuInit|absl::InitializeLog", re.M)
-    quiet = subprocess.run([sys.executable, "-m", "suite.cli", "plugins"], capture_output=True, text=True,
-                           env=env, timeout=120)
-    assert quiet.returncode == 0 and "image_classification" in quiet.stdout
+
+    def pack(*flags, out):
+        return subprocess.run([sys.executable, "-m", "suite.cli", *flags, "data", "pack", str(tmp_path / "src"),
+                               str(tmp_path / out), "--task", "image_classification"], capture_output=True,
+                              text=True, env=env, timeout=120)
+
+    quiet = pack(out="q")
+    assert quiet.returncode == 0 and (tmp_path / "q").is_dir(), quiet.stderr[-500:]
     assert not tf_line.search(quiet.stderr), quiet.stderr[:500]
-    loud = subprocess.run([sys.executable, "-m", "suite.cli", "-v", "plugins"], capture_output=True, text=True,
-                          env=env, timeout=120)
+    loud = pack("-v", out="v")
     assert loud.returncode == 0
     raw = subprocess.run([sys.executable, "-c", "import tensorflow"], capture_output=True, text=True, env=env,
                          timeout=120)
     if tf_line.search(raw.stderr):  # this TensorFlow build logs at import: -v must show it like a plain import
         assert tf_line.search(loud.stderr), loud.stderr[:500]
+
+
+def test_listing_plugins_imports_no_tensorflow():
+    """`suite plugins` reads the registry only: plugins declare their Keras modules (imported before a model
+    loads) instead of importing TensorFlow when they register."""
+    import subprocess
+    import sys
+
+    code = "import sys; from suite.cli import main; sys.argv = ['suite', 'plugins']\ntry:\n    main()\n" \
+           "except SystemExit:\n    pass\nprint('TF', 'tensorflow' in sys.modules, 'keras' in sys.modules)"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert "image_classification" in proc.stdout and "TF False False" in proc.stdout, proc.stdout + proc.stderr
 
 
 def test_eval_scores_a_whole_external_file_with_classes_matched_by_name(trained, tmp_path):

@@ -11,7 +11,6 @@ from typing import Any, Literal
 import numpy as np
 
 from plugins.sentiment import data as textdata
-from plugins.sentiment.layers import fast_adapt, standardize_text
 from suite.config import TaskConfig
 from suite.data import DataBundle, DataSource, stratified_split_indices, tfds_load
 from suite.errors import ConfigError, DataSourceError, InputError, SuiteError
@@ -126,6 +125,7 @@ class SentimentTask(ClassificationTask):
     tfds_examples = ("tfds:imdb_reviews", "tfds:glue/sst2")
     upload_types = ("txt",)
     sample_synthetic = True
+    keras_modules = ("plugins.sentiment.layers",)
     sample_description = ("1,200 generated one-sentence movie reviews built from a few dozen adjectives: it "
                           "knows those words and simple negation, not real reviews")
     sample_overrides = {"model": "cnn", "epochs": 10, "batch_size": 32, "learning_rate": 1e-2, "input_dropout": 0.2, "max_tokens": 5000, "sequence_length": 32, "embedding_dim": 64}
@@ -272,6 +272,8 @@ class SentimentTask(ClassificationTask):
     def build_preprocessor(self, config: SentimentConfig, data: DataBundle, name: str = "vectorize"):
         """TextVectorization fitted on the training texts: TF-IDF n-grams, or token ids for sequence models."""
         import keras
+
+        from plugins.sentiment.layers import fast_adapt, standardize_text
 
         texts = np.concatenate([np.asarray(b) for b in data.train.map(lambda x, y: x).batch(8192)]) \
             if data.train is not None else np.zeros(0, object)

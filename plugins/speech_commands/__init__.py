@@ -2,7 +2,6 @@
 
 
 def register(register):
-    from plugins.speech_commands import layers  # noqa: F401  (registers the serialisable layers)
     from plugins.speech_commands.task import SpeechCommandsTask
 
     register(SpeechCommandsTask())

@@ -164,6 +164,7 @@ class SpeechCommandsTask(ClassificationTask):
     tfds_examples = ("tfds:speech_commands",)
     upload_types = ("wav", "flac", "ogg")
     sample_synthetic = True
+    keras_modules = ("plugins.speech_commands.layers",)
     sample_description = ("eight command words spoken by synthetic voices (espeak-ng) over generated noise: "
                           "expect it to miss many real voices and microphones")
     # Validation accuracy on a few hundred clips of the training speakers ties and saturates early, so it kept

@@ -137,6 +137,7 @@ class Translation(Task):
     tfds_examples = ("tfds:ted_hrlr_translate/pt_to_en", "tfds:wmt14_translate/de-en")
     upload_types = ("txt",)
     sample_synthetic = True
+    keras_modules = ("plugins.translation.model", "plugins.translation.pretrained")
     sample_description = ("English number words and their Spanish translations (\"twelve\" -> \"doce\"): it "
                           "knows only English number words, not other sentences")
     monitor = "val_loss"

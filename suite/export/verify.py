@@ -141,7 +141,7 @@ def compare(task, outs: list, held: Held, times: list[float]) -> dict[str, Any]:
 _FRESH = r"""
 import importlib, json, os, sys, time
 import numpy as np
-model_path, feeds_path, out_path, modname, moddir = sys.argv[1:6]
+model_path, feeds_path, out_path, modname, moddir, keras_modules = sys.argv[1:7]
 # Load the task's plugin the way `suite` does (its entry point registers its serialisable layers); a task
 # that no entry point provides (a test's) is imported from its own module.
 from suite.registry import Registry, discover_entry_points, get_registry
@@ -162,6 +162,8 @@ else:
             importlib.import_module(modname)
         except ImportError:
             get_registry()  # every installed plugin, as `suite` itself would load them
+for name in json.loads(keras_modules):  # the task's serializable classes, as Run.load_model imports them
+    importlib.import_module(name)
 import keras
 import tensorflow as tf
 model = keras.saving.load_model(model_path, safe_mode=True, compile=False)
@@ -195,7 +197,7 @@ def verify_keras_fresh(task, path: Path, held: Held, *, timeout: float = 300) ->
         np.savez(feeds_path, **arrays)
         env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
         proc = subprocess.run([sys.executable, "-c", _FRESH, str(path), str(feeds_path), str(out_path), module,
-                               moddir], capture_output=True, text=True, timeout=timeout, env=env, cwd=tmp)
+                               moddir, json.dumps(list(task.keras_modules))], capture_output=True, text=True, timeout=timeout, env=env, cwd=tmp)
         if proc.returncode != 0:
             tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
             raise ExportError(f"model.keras does not reload with safe_mode=True in a fresh process: {tail}")
