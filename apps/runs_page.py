@@ -31,6 +31,7 @@ def _runs(runs) -> None:
             metric = s["metrics"].get("accuracy", s["metrics"].get("bleu"))
             rows.append({"run": s["name"], "task": s["task"], "status": s["status"], "data": s["data"],
                          "epochs": s["epochs"], "accuracy/bleu": metric, "sample model": is_sample(run),
+                         "distilled from": (run.info.get("distill") or {}).get("teacher_name") or "",
                          "created": s["created"]})
     st.dataframe(pd.DataFrame(rows), hide_index=True)
     names = [r.name for r in runs]
@@ -80,12 +81,25 @@ def _rounded(value):
     return float(f"{value:.4g}") if isinstance(value, float) else value
 
 
+def _teacher(name: str) -> str:
+    """The teacher run of a distilled student (run.json keeps it), or a dash."""
+    return (store().get(name).info.get("distill") or {}).get("teacher_name") or "-"
+
+
+def _model_mb(name: str):
+    """The size a deployer ships, so a teacher and its student compare on it beside their metrics."""
+    path = store().get(name).model_path
+    return round(path.stat().st_size / 1e6, 2) if path.is_file() else "-"
+
+
 def compare(names: list[str]) -> None:
     rows = store().compare(names)
     keys = sorted({k for r in rows for k in r["config"]})
     differing = [k for k in keys if len({repr(r["config"].get(k)) for r in rows}) > 1]
     metrics = sorted({k for r in rows for k in r["metrics"]})
-    table = {"status": [r["status"] for r in rows], "task": [r["task"] for r in rows]}
+    table = {"status": [r["status"] for r in rows], "task": [r["task"] for r in rows],
+             "distilled from": [_teacher(r["name"]) for r in rows],
+             "model.keras (MB)": [_model_mb(r["name"]) for r in rows]}
     table.update({f"config: {k}": [str(r["config"].get(k)) for r in rows] for k in differing})
     table.update({m: [_rounded(r["metrics"].get(m)) for r in rows] for m in metrics})
     df = pd.DataFrame(table, index=[r["name"] for r in rows]).T.astype(str)

@@ -197,8 +197,13 @@ def distill(teacher, student, sets, epochs, name, as_json):
 def eval_cmd(run_ref, data, split, limit, as_json):
     """Evaluate a run's model on a split of its data (or of --data)."""
     from suite.evaluate_run import evaluate_run
+    from suite.progress import StderrBar
 
-    report = evaluate_run(run_ref, data=data, split=split, limit=limit)
+    bar = StderrBar("evaluating")
+    try:
+        report = evaluate_run(run_ref, data=data, split=split, limit=limit, progress=bar)
+    finally:
+        bar.close()
     if as_json:
         _echo_json(report)
         return

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from typing import Any
 
 from suite import atomic
+from suite import progress as progress_
 from suite.data import parse_source
 from suite.errors import DataSourceError, RunError
 from suite.runstore import RunStore
 
 
-def evaluate_run(ref, *, data: str | None = None, split: str = "test", limit: int = 0) -> dict[str, Any]:
+def evaluate_run(ref, *, data: str | None = None, split: str = "test", limit: int = 0,
+                 progress: Callable[[int, int | None], None] | None = None) -> dict[str, Any]:
+    """Score the run's model; ``progress(done, total)`` hears of the examples scored as the loop goes."""
     run = RunStore().get(ref)
     if not run.has_model():
         raise RunError(f"run {run.name!r} has no model to evaluate (status: {run.status})")
@@ -33,7 +37,11 @@ def evaluate_run(ref, *, data: str | None = None, split: str = "test", limit: in
         ds = match_classes(ds, [str(c) for c in bundle.meta["class_names"]], [str(c) for c in meta["class_names"]],
                            source.spec)
     model = run.load_model()
-    report = task.evaluate(model, ds, config, meta, limit=limit)
+    counts = bundle.counts or {}
+    total = sum(counts.get(k) or 0 for k in ("train", "val", "test")) if split == "all" else counts.get(split)
+    total = min(limit, total) if limit and total else (limit or total or None)
+    with progress_.counting(progress, total):
+        report = task.evaluate(model, ds, config, meta, limit=limit)
     report = {"data": source.spec, "split": split, "limit": limit, **report}
     slug = hashlib.sha1(f"{source.spec}|{split}|{limit}".encode()).hexdigest()[:8]
     atomic.write_json(run.file(f"eval/{split}-{slug}.json"), report)

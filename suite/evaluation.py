@@ -6,6 +6,8 @@ from typing import Any
 
 import numpy as np
 
+from suite import progress
+
 
 def collect_predictions(task, model, ds, config, meta: dict, *, limit: int = 0, batch_size: int = 128,
                         keep_inputs: int = 2000):
@@ -19,6 +21,7 @@ def collect_predictions(task, model, ds, config, meta: dict, *, limit: int = 0, 
     for x, y in ds.batch(batch_size).prefetch(tf.data.AUTOTUNE):
         probs.append(np.asarray(forward(x), dtype=np.float32))
         labels.append(np.asarray(y).reshape(-1))
+        progress.advance(len(labels[-1]))
         if sum(len(i) for i in inputs) < keep_inputs:
             inputs.append(np.asarray(x))
     if not probs:

@@ -456,11 +456,20 @@ def test_config_form_is_typed_from_describe(home, registry_of):
 def test_runs_page_lists_compares_and_deletes(home, registry_of):
     registry_of(tabular())
     shutil.copytree(home / "tab-small", home / "tab-copy")
+    RunStore(home).get("tab-copy").update_info(distill={"teacher": str(home / "tab-small"),
+                                                        "teacher_name": "tab-small"})
     at = open_page(app().run(), "runs")
     no_exceptions(at)
-    assert {"tab-small", "tab-copy"} <= set(at.dataframe[0].value["run"])
+    table = at.dataframe[0].value
+    assert {"tab-small", "tab-copy"} <= set(table["run"])
+    assert table.set_index("run").loc["tab-copy", "distilled from"] == "tab-small"
     at.multiselect(key="runs:compare").set_value(["tab-small", "tab-copy"]).run()
-    assert at.dataframe[1].value.columns.tolist() == ["tab-small", "tab-copy"]
+    compared = at.dataframe[1].value
+    assert compared.columns.tolist() == ["tab-small", "tab-copy"]
+    # a teacher and its student side by side: which is which, and what each weighs
+    assert compared.loc["distilled from"].tolist() == ["-", "tab-small"]
+    size = (home / "tab-small" / "model.keras").stat().st_size / 1e6
+    assert compared.loc["model.keras (MB)"].tolist() == [str(round(size, 2))] * 2
     shown = [v for v in at.dataframe[1].value["tab-small"] if v.replace(".", "", 1).isdigit() and "." in v]
     assert shown and all(len(v.split(".")[1]) <= 4 for v in shown), shown  # rounded, not 0.9553072625698324
     at.multiselect(key="runs:delete").set_value(["tab-copy"])

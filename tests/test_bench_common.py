@@ -62,3 +62,12 @@ def test_batch_rate_is_examples_over_the_median_call_after_a_warm_one():
 
     rate = batch_rate(fn, 20, rounds=3)
     assert len(calls) == 4 and 20 / 0.05 < rate <= 20 / 0.01
+
+
+def test_an_app_subsection_is_replaced_in_place_and_the_others_are_kept():
+    from bench.app import replace_subsection
+
+    text = "## App\n\nintro\n\n### First contact\n\nold fc\n\n### First paint\n\nold fp\n"
+    out = replace_subsection(text, "### First contact", "### First contact\n\nnew fc")
+    assert out == "## App\n\nintro\n\n### First paint\n\nold fp\n\n### First contact\n\nnew fc\n"
+    assert replace_subsection("## App\n", "### X", "### X\n\nx") == "## App\n\n### X\n\nx\n"

@@ -228,9 +228,10 @@ def test_eval_scores_a_whole_external_file_with_classes_matched_by_name(trained,
     rows += [",".join(f"{v:.1f}" for v in iris.data[i]) + f",{iris.target_names[iris.target[i]]}" for i in keep]
     path = tmp_path / "new.csv"
     path.write_text("\n".join(rows) + "\n")
-    report = json.loads(suite("eval", "iris", "--data", str(path), "--split", "all", "--json", home=trained,
-                              check=True).stdout)
+    out = suite("eval", "iris", "--data", str(path), "--split", "all", "--json", home=trained, check=True)
+    report = json.loads(out.stdout)
     assert report["examples"] == 100 and report["split"] == "all"
+    assert "evaluating: 100/100 examples (100%)" in out.stderr  # the progress line, on stderr beside the JSON
     # Renumbered by name: versicolor (index 0 in the file) is scored as the model's class 1, so the model's
     # first class (setosa) gets no true examples.
     assert sum(report["confusion_matrix"][0]) == 0 and report["accuracy"] > 0.5

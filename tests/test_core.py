@@ -176,3 +176,24 @@ def test_an_unsure_classification_carries_a_notice_and_a_sure_one_none():
     (note,) = task.output_notes(unsure, meta)
     assert note.startswith("Low confidence (40%)")
     assert task.output_notes(sure, meta) == []
+
+
+def test_progress_counts_what_loops_report_and_the_bar_draws_it():
+    import io
+
+    from suite import progress
+
+    seen = []
+    progress.advance(5)  # nobody listens: nothing happens
+    with progress.counting(lambda done, total: seen.append((done, total)), 300):
+        for _ in range(3):
+            progress.advance(100)
+    progress.advance(1)
+    assert seen == [(100, 300), (200, 300), (300, 300)]
+    log = io.StringIO()
+    bar = progress.StderrBar("evaluating", stream=log, log_every=3600)
+    for done in (128, 256, 300):
+        bar(done, 300)
+    bar.close()
+    # a log file gets the first line and the last, not one per batch
+    assert log.getvalue() == "evaluating: 128/300 examples (43%)\nevaluating: 300/300 examples (100%)\n"

@@ -9,6 +9,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from suite import progress
 from suite.config import TaskConfig
 from suite.data import DataBundle, DataSource, split_indices, tfds_load
 from suite.errors import ConfigError, DataSourceError, InputError
@@ -428,6 +429,7 @@ def evaluate_translations(model, ds, *, limit: int = 0, batch_size: int = 64, sh
         hyps += [h.decode("utf-8") for h in translate(src).numpy()]
         sources += [s.decode("utf-8") for s in src.numpy()]
         refs += [r.decode("utf-8") for r in tgt.numpy()]
+        progress.advance(len(src))
     seconds = time.perf_counter() - t0
     if not hyps:
         return {"examples": 0}
