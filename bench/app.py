@@ -587,14 +587,19 @@ def _keep_subsection(mark: str, section: str) -> None:
     path.write_text(replace_subsection(old, mark, section))
 
 
-def run_first_contact_only() -> str:
-    """Measure first contact and replace only that part of bench/results/app.md (other app figures kept)."""
-    with tempfile.TemporaryDirectory(prefix="suite-app-fc-") as tmp:
-        fc = first_contact(Path(tmp))
-    save_results(NAME + "_first_contact", {"machine": machine(), **fc})
-    section = first_contact_section(fc, "python -m bench.app --first-contact")
-    _keep_subsection(FC_MARK, section)
+def _measure_alone(kind: str, measure, section_of, mark: str) -> str:
+    """Measure one part (``first_contact``, ``first_paint``) in a scratch folder; save its results and replace
+    only its subsection of bench/results/app.md (the other app figures are kept)."""
+    with tempfile.TemporaryDirectory(prefix=f"suite-app-{kind}-") as tmp:
+        figures = measure(Path(tmp))
+    save_results(f"{NAME}_{kind}", {"machine": machine(), **figures})
+    section = section_of(figures, f"python -m bench.app --{kind.replace('_', '-')}")
+    _keep_subsection(mark, section)
     return section
+
+
+def run_first_contact_only() -> str:
+    return _measure_alone("first_contact", first_contact, first_contact_section, FC_MARK)
 
 
 FP_MARK = "### First paint: Home and the sidebar before TensorFlow"
@@ -658,12 +663,7 @@ def first_paint_section(fp: dict, cmd: str) -> str:
 
 
 def run_first_paint_only() -> str:
-    with tempfile.TemporaryDirectory(prefix="suite-app-fp-") as tmp:
-        fp = first_paint(Path(tmp))
-    save_results(NAME + "_first_paint", {"machine": machine(), **fp})
-    section = first_paint_section(fp, "python -m bench.app --first-paint")
-    _keep_subsection(FP_MARK, section)
-    return section
+    return _measure_alone("first_paint", first_paint, first_paint_section, FP_MARK)
 
 
 def run(quick: bool) -> str:
