@@ -129,6 +129,9 @@ def write_doc(quick: bool = False) -> None:
             parts += [path.read_text().strip(), ""]
         else:
             parts += [f"## {name}", "", f"Not measured yet: `python -m bench.run --only {name}{flag}`.", ""]
+        notes = ROOT / "bench" / "notes" / f"{name}.md"  # hand-written: how defaults were chosen (kept as is)
+        if notes.exists() and not quick:
+            parts += [notes.read_text().strip(), ""]
     doc_path(quick).write_text("\n".join(parts))
     if not quick:  # the README quotes the same headline figures
         readme = ROOT / "README.md"

@@ -51,11 +51,10 @@ class SpeechCommandsConfig(TaskConfig):
     # "rfft": framing + window + tf.signal.rfft, no stored weights (quantizes); "dft": the older conv1d kernel
     stft: Literal["rfft", "dft"] = "rfft"
     fft_length: int = 0  # 0: the next power of two >= the frame length (TFLite's RFFT2D needs a power of two)
-    peak_normalize: bool = False  # unit peak inside the model: level-free features; neutral on jackson (75.8 vs 76.0)
+    peak_normalize: bool = False  # unit peak inside the model: level-free features
     n_mfcc: int = 20
-    band_variance_norm: bool = False  # each band's own variance too (CMVN); measured worse on unseen FSDD speakers
+    band_variance_norm: bool = False  # each band's own variance too (CMVN)
     # model
-    # Unseen FSDD speakers, 40 epochs, mean of 4: width 96 -> 76.7%; 160 -> 82.1% and 81.0% (two runs).
     width: int = 160
     depth: int = 4
     dropout: float = 0.2
@@ -64,10 +63,8 @@ class SpeechCommandsConfig(TaskConfig):
     time_mask_frames: int = 12
     freq_masks: int = 2
     freq_mask_bins: int = 6
-    # Speakers differ in word duration (FSDD: jackson's "two" lasts 0.51 s, the others' 0.29-0.34 s) and formants,
-    # but stronger settings did not pay reliably (4 unseen FSDD speakers, 40 epochs, one run each; the same config
-    # varies by up to 8 points a speaker between runs): stretch 0.6 -> mean 78.3%; stretch 0.6 + warp 0.2 ->
-    # 80.2% in one run, 76.3% in the next, whose standard split fell to 95.5% (these defaults: 99.5%, 76.7%).
+    # Speakers differ in word duration and formants; stronger stretch/warp did not pay reliably on unseen
+    # speakers (the experiments behind every default here: docs/BENCHMARKS.md, "How the speech defaults...").
     time_stretch: float = 0.1  # log-uniform factor in [1/1.1, 1.1]
     freq_warp: float = 0.1
     noise_prob: float = 0.8
@@ -77,8 +74,7 @@ class SpeechCommandsConfig(TaskConfig):
     speed_perturb: float = 0.15  # waveform resampled by 1 ± this about the clip centre: pitch, formants, rate
     # Per class, this many espeak-ng renditions of the class name (many accents, voices, rates and pitches) join
     # the training split only: speaker variety that a few recorded speakers lack. Classes whose names are not
-    # words (or "_silence_"/"_unknown_") get none; 0 turns it off. Unseen FSDD speakers, width 160, one run:
-    # george 81.4 -> 91.0%, lucas 73.0 -> 86.4% with 100; the full benchmark's mean over 4 speakers: 89.1%.
+    # words (or "_silence_"/"_unknown_") get none; 0 turns it off.
     synthetic_voices: int = 100
     # data
     words: str = ""  # comma-separated target words; other folders become "_unknown_" ("" = every folder)
