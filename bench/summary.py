@@ -72,6 +72,18 @@ def _cifar_row(d: dict) -> list[str]:
             "-", "-", "-"]
 
 
+def _photos_row(d: dict) -> list[str]:
+    """The default command on the varying-size photo folder, beside the tutorial's better point."""
+    from bench.photos import best_tutorial
+
+    suite, tut = d["suite"], best_tutorial(d["tutorial"])
+    return ["image classification, varying photos",
+            f"{d['counts']['test']:,} test JPEGs of 200-500 px built from CIFAR-10 (`bench.photo_folder`)",
+            f"{_pct(suite['test_accuracy'])} ({suite['train_seconds'] / 60:.0f} min)",
+            f"{_pct(tut['test_accuracy'])} TF image classification tutorial ({tut['seconds'] / 60:.0f} min)",
+            "-", "-", "-"]
+
+
 def rows(folder: Path | None = None) -> list[list[str]]:
     folder = folder or RESULTS
     trans, speech = _load(folder, "translation"), _load(folder, "speech_commands")
@@ -90,6 +102,9 @@ def rows(folder: Path | None = None) -> list[list[str]]:
     cifar = _load(folder, "cifar10")
     if cifar and cifar.get("suite"):
         out.append(_cifar_row(cifar))
+    photos = _load(folder, "photos")
+    if photos and photos.get("suite"):
+        out.append(_photos_row(photos))
     if trans:
         s, r = trans["suite"], trans.get("recipe") or {}
         out.append(["translation EN→ES", f"Tatoeba `spa-eng/test.tsv`, first {s['examples']:,} pairs",
@@ -124,9 +139,13 @@ def table(folder: Path | None = None, details: str = "[docs/BENCHMARKS.md](docs/
         return "No full benchmark results yet: `make bench`."
     machine = next((d["machine"] for n in ("image_classification", "sentiment", "translation", "speech_commands")
                     if (d := _load(folder, n)) and d.get("machine")), "?")
-    cifar = _load(folder, "cifar10")
-    if cifar and cifar.get("machine") and cifar["machine"] != machine:  # another session's machine
-        machine += f" (the CIFAR-10 row on {cifar['machine']})"
+    others = []
+    for name, label in (("cifar10", "CIFAR-10"), ("photos", "varying photos")):
+        d = _load(folder, name)
+        if d and d.get("machine") and d["machine"] != machine:  # another session's machine
+            others.append(f"the {label} row on {d['machine']}")
+    if others:
+        machine += f" ({'; '.join(others)})"
     return "\n".join([
         md_table(["task", "test data", "suite default (training time)", "reference recipe, same data",
                   "one prediction, p50 (vs model.predict)", "serving peak RSS", "int8 TFLite (size, accuracy vs Keras)"],

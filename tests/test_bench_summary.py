@@ -18,7 +18,7 @@ def test_readme_quotes_exactly_what_the_saved_results_say():
     block = readme.split(summary.START, 1)[1].split(summary.END, 1)[0].strip()
     assert block == summary.table().strip()
     assert "No full benchmark results" not in block  # the committed results hold every plugin's full run
-    assert len(summary.rows()) == 6  # MNIST, CIFAR-10, SST-2, translation, speech and unseen speakers
+    assert len(summary.rows()) == 7  # MNIST, CIFAR-10, photos, SST-2, translation, speech, unseen speakers
 
 
 def _results(folder, accuracy=0.9876, predict_s=0.040, suite_s=0.002):
@@ -54,6 +54,18 @@ def test_cifar_row_quotes_the_default_command_when_measured_else_the_longest_bud
     assert summary.rows(tmp_path)[0][2] == "86.7% (12 min, whole command)"
     _results(tmp_path)
     assert "(the CIFAR-10 row on other machine)" in summary.table(tmp_path)
+
+
+def test_photos_row_sets_the_default_against_the_tutorials_better_point(tmp_path):
+    photos = {"machine": "photo machine", "counts": {"train": 3000, "test": 1000},
+              "suite": {"test_accuracy": 0.61, "train_seconds": 840.0},
+              "tutorial": {"recipe": {"test_accuracy": 0.42, "seconds": 400.0},
+                           "equal_time": {"test_accuracy": 0.45, "seconds": 838.0}}}
+    (tmp_path / "photos.json").write_text(json.dumps(photos))
+    (row,) = summary.rows(tmp_path)
+    assert row[2] == "61.0% (14 min)" and row[3] == "45.0% TF image classification tutorial (14 min)"
+    _results(tmp_path)
+    assert "(the varying photos row on photo machine)" in summary.table(tmp_path)
 
 
 def test_speech_rows_give_accuracy_and_training_time_for_both_sides(tmp_path):

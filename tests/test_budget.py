@@ -117,11 +117,11 @@ def test_explicit_settings_are_kept():
     assert other.values == {}
 
 
-def test_photos_of_varying_size_get_an_input_size_and_zoom():
+def test_photos_of_varying_size_get_an_input_size_and_resized_crops():
     plan = _plan(PHOTOS, 3_000)
     assert plan.values["image_size"] in (64, 96, 128)
     assert plan.meta["image_size"] == plan.values["image_size"]
-    assert plan.meta["augmentation"]["zoom"] > 0
+    assert plan.meta["augmentation"]["crop_scale"] > 0
     assert plan.values["epochs"] >= target_epochs_for(3_000) // 2
 
 

@@ -163,12 +163,18 @@ def decode_image(raw: bytes, channels: int, *, max_side: int = MAX_SIDE) -> np.n
     return _to_array(img, channels)
 
 
-def resize_array(arr: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Resize a uint8 HxWxC array to ``size`` = (height, width) with PIL (bilinear, antialiased)."""
+def resize_array(arr: np.ndarray, size: tuple[int, int], *, crop: bool = False) -> np.ndarray:
+    """Resize a uint8 HxWxC array to ``size`` = (height, width) with PIL (bilinear, antialiased); with ``crop``,
+    centre-crop to the target's aspect ratio first (as ``keras.layers.Resizing(crop_to_aspect_ratio=True)``)."""
     Image = _pil()
     h, w = size
     if arr.shape[:2] == (h, w):
         return arr
+    if crop:
+        ah, aw = arr.shape[:2]
+        ch, cw = min(ah, round(aw * h / w)), min(aw, round(ah * w / h))
+        top, left = (ah - ch) // 2, (aw - cw) // 2
+        arr = arr[top:top + ch, left:left + cw]
     if arr.shape[-1] == 1:
         out = np.asarray(Image.fromarray(arr[..., 0]).resize((w, h), Image.BILINEAR))[..., None]
     else:

@@ -31,12 +31,12 @@ FAST_WIDTHS = (16, 24, 32, 40, 48, 64)
 
 
 def augmentation_layers(aug: dict) -> list:
-    """Random layers from the resolved augmentation settings; Keras runs them only when training."""
+    """Random geometric layers from the resolved augmentation settings; Keras runs them only when training."""
     import keras
 
     layers = []
     fill = aug.get("fill_mode", "reflect")
-    if aug.get("flip", "none") != "none":
+    if aug.get("flip", "none") != "none" and not _flip_in_crop(aug):
         mode = {"both": "horizontal_and_vertical"}.get(aug["flip"], aug["flip"])
         layers.append(keras.layers.RandomFlip(mode, name="aug_flip"))
     if aug.get("rotation", 0) > 0:
@@ -51,15 +51,46 @@ def augmentation_layers(aug: dict) -> list:
     return layers
 
 
+def colour_layer(aug: dict):
+    """Brightness, contrast and saturation jitter of ``color`` on [0, 1] pixels (None when off)."""
+    c = float(aug.get("color", 0) or 0)
+    if c <= 0:
+        return None
+    from plugins.image_classification.layers import ColorJitter
+
+    return ColorJitter(c, name="aug_color")
+
+
+def _flip_in_crop(aug: dict) -> bool:
+    """A random resized crop mirrors left-right itself (see RandomResizedCrop)."""
+    return float(aug.get("crop_scale", 0) or 0) > 0 and aug.get("flip") == "horizontal"
+
+
+def resize_layer(size: int, aug: dict, policy: str):
+    """How pixels of any size become ``size`` x ``size``: a random resized crop when training photos of varying
+    size (``crop_scale`` > 0), else a plain resize; centre-cropped to a square first when ``policy`` is crop."""
+    import keras
+
+    crop = policy == "crop"
+    if float(aug.get("crop_scale", 0) or 0) > 0:
+        from plugins.image_classification.layers import RandomResizedCrop
+
+        return RandomResizedCrop(size, size, scale=(float(aug["crop_scale"]), 1.0), crop_to_aspect_ratio=crop,
+                                 flip=_flip_in_crop(aug), name="resize")
+    return keras.layers.Resizing(size, size, crop_to_aspect_ratio=crop, name="resize")
+
+
 def preprocessor(config, meta: dict):
     """uint8 pixels of any size -> float image of ``image_size``: resize, rescale, augment (training only)."""
     import keras
 
     size = int(meta["image_size"])
     pretrained = config.model in PRETRAINED
-    resize = keras.layers.Resizing(size, size, name="resize")
+    settings = meta.get("augmentation", {}) if config.augment else {}
+    resize = resize_layer(size, settings, meta.get("resize_policy", "squash"))
     rescale = keras.layers.Rescaling(1.0 / 255.0, name="rescale")
-    aug = augmentation_layers(meta.get("augmentation", {}) if config.augment else {})
+    colour = colour_layer(settings) if int(meta["channels"]) == 3 else None
+    aug = augmentation_layers(settings)
     to_rgb = keras.layers.Concatenate(axis=-1, name="gray_to_rgb") if pretrained and meta["channels"] == 1 else None
     # keras.applications models here take 0..255 pixels and normalise them themselves.
     to_255 = keras.layers.Rescaling(255.0, name="to_0_255") if pretrained else None
@@ -71,6 +102,8 @@ def preprocessor(config, meta: dict):
     def apply(x):
         # Rescale (which casts to float) before resizing: resizing uint8 differs between eager and graph mode.
         x = resize(rescale(x))
+        if colour is not None:  # on [0, 1] pixels, before standardising
+            x = colour(x)
         if norm is not None:
             x = norm(x)
         if to_rgb is not None:

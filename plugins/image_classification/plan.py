@@ -26,10 +26,17 @@ def is_glyphs(meta: dict) -> bool:
     return int(meta["channels"]) == 1 and int(meta["image_size"]) <= 64
 
 
+def photo_sizes(median_side: int) -> tuple[int, ...]:
+    """Input sides worth trying for photos whose median short side is ``median_side`` (0 = unknown): none
+    larger than the photos themselves, since upscaling adds cost and no detail."""
+    fitting = tuple(s for s in PHOTO_SIZES if not median_side or s <= median_side)
+    return fitting or PHOTO_SIZES[:1]
+
+
 def candidates(meta: dict, uniform: bool, precision: str) -> list[Candidate]:
     """cnn_fast at every width (and, for photos of varying size, every input side), cheapest first."""
     channels = int(meta["channels"])
-    sizes = (int(meta["image_size"]),) if uniform else PHOTO_SIZES
+    sizes = (int(meta["image_size"]),) if uniform else photo_sizes(int(meta.get("median_side") or 0))
     out = []
     for size in sizes:
         for width in FAST_WIDTHS:
@@ -39,14 +46,32 @@ def candidates(meta: dict, uniform: bool, precision: str) -> list[Candidate]:
     return sorted(out, key=lambda c: c.train_flops / c.efficiency)
 
 
-def augmentation(size: int, uniform: bool) -> dict:
-    """Flips and small shifts for small photos (CIFAR-like); photos of varying size add zoom, as a random
-    resized crop does."""
+def resize_policy(sizes) -> str:
+    """How images of varying shape become the model's square: ``crop`` (centre square) when nine in ten of the
+    sampled sizes are at most 4:3, so a crop loses at most a quarter of a picture; ``squash`` (resize whole)
+    when wider shapes are common, where a centre crop would cut off much of the subject."""
+    sizes = list(sizes)
+    if len(sizes) <= 1:
+        return "squash"  # one size: resizing keeps every pixel's neighbourhood as it is
+    near_square = sum(max(h, w) <= (4 / 3) * min(h, w) + 1 for h, w in sizes)
+    return "crop" if near_square >= 0.9 * len(sizes) else "squash"
+
+
+def augmentation(size: int, uniform: bool, channels: int = 3) -> dict:
+    """Flips and small shifts for small photos of one size (CIFAR-like, the airbench recipe); photos of varying
+    size get a random resized crop of 25-100% of the area (aspect 3:4-4:3), flips and colour jitter, the
+    ImageNet-style recipe scaled down for a few thousand images trained from scratch."""
     if uniform and size <= 64:
         return {"flip": "horizontal", "rotation": 0.0, "zoom": 0.0, "translation": 2 / 32, "contrast": 0.0,
-                "fill_mode": "reflect"}
-    return {"flip": "horizontal", "rotation": 0.0, "zoom": 0.2, "translation": 0.1, "contrast": 0.1,
-            "fill_mode": "reflect"}
+                "crop_scale": 0.0, "color": 0.0, "fill_mode": "reflect"}
+    return {"flip": "horizontal", "rotation": 0.0, "zoom": 0.0, "translation": 0.0, "contrast": 0.0,
+            "crop_scale": 0.25, "color": 0.2 if channels == 3 else 0.0, "fill_mode": "reflect"}
+
+
+def _policy_words(meta: dict) -> str:
+    if meta.get("resize_policy") == "crop":
+        return "mostly near-square shapes: centre square crop, then resize, at evaluation"
+    return "shapes up to 16:9 or wider: whole image resized (a centre crop would cut the subject) at evaluation"
 
 
 def _warmup(epochs: int) -> float:
@@ -88,8 +113,10 @@ def plan_image(config, meta: dict, n_train: int, explicit: frozenset[str], *, fl
                f"channel(s), {len(meta['class_names'])} classes): cnn_fast",
                *choice.reasons,
                f"input {size} px; " + ("flips and 2-px shifts" if uniform and size <= 64 else
-                                       "flips, zoom, shifts and contrast") + "; SGD-Nesterov, peak rate 0.4, "
+                                       "random resized crops (25-100% of the area), flips and colour jitter; "
+                                       f"{_policy_words(meta)}") + "; SGD-Nesterov, peak rate 0.4, "
                "batch 256, label smoothing 0.2")
-    aug = {k: (getattr(config, k) if k in explicit else v) for k, v in augmentation(size, uniform).items()}
+    aug = {k: (getattr(config, k) if k in explicit else v)
+           for k, v in augmentation(size, uniform, int(meta["channels"])).items()}
     return TrainingPlan(values, {"image_size": size, "augmentation": aug}, reasons,
                         cpu_bfloat16=True)

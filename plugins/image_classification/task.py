@@ -20,6 +20,7 @@ from plugins.image_classification.model import (
     pretrained_backbone,
     scratch_backbone,
 )
+from plugins.image_classification.plan import resize_policy
 from suite.config import TaskConfig
 from suite.data import DataBundle, DataSource, stratified_split_indices, tfds_load
 from suite.errors import ConfigError, DataSourceError, InputError
@@ -53,6 +54,8 @@ class ImageClassificationConfig(TaskConfig):
     zoom: float = -1.0  # fraction of the side; < 0 = auto
     translation: float = -1.0  # fraction of the side; < 0 = auto
     contrast: float = -1.0  # < 0 = auto
+    crop_scale: float = -1.0  # smallest area fraction of a random resized crop; 0 = off, < 0 = auto
+    color: float = -1.0  # brightness/contrast/saturation jitter of colour photos; 0 = off, < 0 = auto
     dropout: float = 0.2
     fine_tune: bool = False  # pretrained models: train the backbone too (use a small learning_rate)
 
@@ -68,7 +71,7 @@ class ImageClassificationConfig(TaskConfig):
             raise ConfigError(f"channels must be 0 (auto), 1 or 3, got {self.channels}")
         if not 0 <= self.dropout < 1:
             raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
-        for name in ("rotation", "zoom", "translation", "contrast"):
+        for name in ("rotation", "zoom", "translation", "contrast", "crop_scale", "color"):
             if getattr(self, name) >= 1:
                 raise ConfigError(f"{name} must be < 1 (a fraction; negative means auto), got {getattr(self, name)}")
 
@@ -93,11 +96,15 @@ def _resolve(config: ImageClassificationConfig, sizes: set[tuple[int, int]], cha
         "zoom": 0.1,
         "translation": 0.08 if glyphs else 0.05,
         "contrast": 0.0 if glyphs else 0.1,
+        "crop_scale": 0.0,
+        "color": 0.0,
     }
     aug = {k: (getattr(config, k) if (getattr(config, k) != "auto" if k == "flip" else getattr(config, k) >= 0)
                else v) for k, v in auto.items()}
     aug["fill_mode"] = "constant" if glyphs else "reflect"
-    return {"image_size": int(size), "channels": int(channels), "augmentation": aug}
+    return {"image_size": int(size), "channels": int(channels), "augmentation": aug,
+            "resize_policy": resize_policy(sizes),
+            "median_side": int(np.median([min(hw) for hw in sizes])) if sizes else 0}
 
 
 def _standardise(x: np.ndarray) -> np.ndarray:
@@ -207,6 +214,7 @@ class ImageClassificationTask(ClassificationTask):
     description = ("Classify photos, scans or digits into your classes: a small residual CNN trained from "
                    "scratch, or a fine-tuned ImageNet backbone. Takes any image size, grey or colour.")
     input_kind = "image"
+    keras_modules = ("plugins.image_classification.layers",)
     sample_description = ("scikit-learn's 1,797 small scanned handwritten digits: it knows only centred digits "
                           "like those, not photos or other objects")
     distill_students = {"small": {"model": "cnn_small"}, "fast": {"model": "cnn_fast"}}
@@ -352,7 +360,8 @@ class ImageClassificationTask(ClassificationTask):
         index = {n: i for i, n in enumerate(names)}
 
         def stack(arrays, labels):
-            x = np.stack([images.resize_array(a, target) for a in arrays]) if arrays else \
+            crop = resolved["resize_policy"] == "crop"
+            x = np.stack([images.resize_array(a, target, crop=crop) for a in arrays]) if arrays else \
                 np.zeros((0, *target, 3), np.uint8)
             x = x[..., :1] if channels == 1 else x
             return x, np.array([index[label] for label in labels], dtype=np.int64)
@@ -367,7 +376,9 @@ class ImageClassificationTask(ClassificationTask):
                 x, y = splits["train"]
                 splits["train"], splits["val"] = (x[tr], y[tr]), (x[va], y[va])
         return self._bundle(splits, names, config, {"source": str(root), "skipped_files": len(skipped),
-                                                    "native_sizes": len(sizes)})
+                                                    "native_sizes": len(sizes),
+                                                    "resize_policy": resolved["resize_policy"],
+                                                    "median_side": resolved["median_side"]})
 
     def _stream(self, config, resolved: dict, target: tuple[int, int], choice, n_sizes: int, names: list[str],
                 make, counts: dict[str, int], source: str, cache_names: list[str]) -> DataBundle:
@@ -384,7 +395,8 @@ class ImageClassificationTask(ClassificationTask):
         max_side = max(256, config.image_size)
 
         def decode(raw: bytes) -> np.ndarray:
-            return images.resize_array(images.decode_image(raw, channels, max_side=max_side), shape[:2])
+            return images.resize_array(images.decode_image(raw, channels, max_side=max_side), shape[:2],
+                                       crop=resolved["resize_policy"] == "crop")
 
         def ds(split, seed=None, share=None):
             return make(split, decode, shape, skips, seed, share) if counts.get(split) else None
@@ -402,7 +414,8 @@ class ImageClassificationTask(ClassificationTask):
         meta = {"class_names": names, **resolved, "native_size": list(target), "examples": examples,
                 "source": source, "native_sizes": n_sizes, "cache": choice.to_dict(), "cacheable": False,
                 "example_bytes": int(np.prod(shape)),
-                "cache_key": _cache_key(cache_names, {"shape": shape, "max_side": max_side, "decoder": "pil-1"})}
+                "cache_key": _cache_key(cache_names, {"shape": shape, "max_side": max_side, "decoder": "pil-1",
+                                                        "resize": resolved["resize_policy"]})}
         return DataBundle(ds("train", seed=0), ds("val"), ds("test"), meta, counts=dict(counts),
                           shard_train=lambda n, i: ds("train", seed=0, share=(n, i)), skips=skips)
 
@@ -450,6 +463,7 @@ class ImageClassificationTask(ClassificationTask):
                             counts, str(root), [str(root / s) for v in shards.values() for s in v])
 
     def _load_tfds(self, source: DataSource, config) -> DataBundle:
+        import keras
         import tensorflow as tf
 
         (train, val, test), info = tfds_load(source, ["train", "validation", "test"])
@@ -479,7 +493,8 @@ class ImageClassificationTask(ClassificationTask):
         def fix(x, y):
             x = tf.cast(x, tf.uint8)
             if not uniform:
-                x = tf.cast(tf.clip_by_value(tf.round(tf.image.resize(x, (size, size))), 0, 255), tf.uint8)
+                x = keras.ops.image.resize(x, (size, size), crop_to_aspect_ratio=resolved["resize_policy"] == "crop")
+                x = tf.cast(tf.clip_by_value(tf.round(x), 0, 255), tf.uint8)
             if resolved["channels"] == 1 and channels == 3:
                 x = tf.cast(tf.round(tf.image.rgb_to_grayscale(tf.cast(x, tf.float32))), tf.uint8)
             elif resolved["channels"] == 3 and channels == 1:
