@@ -57,7 +57,7 @@ def attention_chart(source: list[str], target: list[str], weights) -> alt.Chart:
         .mark_rect()
         .encode(
             x=alt.X("source:N", sort=src, title="source"),
-            y=alt.Y("target:N", sort=tgt, title="translation"),
+            y=alt.Y("target:N", sort=tgt, title="output"),
             color=alt.Color("weight:Q", scale=alt.Scale(scheme="greens")),
             tooltip=["source", "target", alt.Tooltip("weight:Q", format=".3f")],
         )

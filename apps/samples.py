@@ -30,10 +30,8 @@ LOCK_NAME = ".sample-models.lock"
 STATUS_NAME = ".sample-models.json"
 LOG_NAME = ".sample-models.log"
 ACTIVE_STATES = ("planning", "waiting", "training")
-# Rough seconds per built-in sample model on a quiet 2-core machine (trained one at a time there: sentiment 4,
-# image 9, speech 32, translation 37, plus start-up). Only for balancing lanes and the first "ready in ~N s";
-# the estimate then follows the epochs done and how much slower than this the finished models were.
-TYPICAL_SECONDS = {"sentiment": 8.0, "image_classification": 14.0, "speech_commands": 40.0, "translation": 45.0}
+# A task's own `sample_seconds` (one quiet 2-core machine) balances the lanes and gives the first "ready in ~N s";
+# the estimate then follows the epochs done and how much slower than that the finished models were.
 DEFAULT_SECONDS = 30.0
 
 
@@ -70,11 +68,11 @@ def plan_lanes(tasks: list[str], lanes: int) -> list[list[str]]:
     lanes = max(1, min(lanes, len(tasks))) if tasks else 0
     out: list[list[str]] = [[] for _ in range(lanes)]
     load = [0.0] * lanes
-    for name in sorted(tasks, key=lambda t: -TYPICAL_SECONDS.get(t, DEFAULT_SECONDS)):
+    for name in sorted(tasks, key=lambda t: -_typical(t)):
         i = min(range(lanes), key=lambda k: load[k])
         out[i].append(name)
-        load[i] += TYPICAL_SECONDS.get(name, DEFAULT_SECONDS)
-    return [sorted(lane, key=lambda t: TYPICAL_SECONDS.get(t, DEFAULT_SECONDS)) for lane in out]
+        load[i] += _typical(name)
+    return [sorted(lane, key=lambda t: _typical(t)) for lane in out]
 
 
 # ---- the status file, shared by the lanes ------------------------------------------------------------
@@ -126,7 +124,14 @@ def eta_seconds(state: dict, task: str, store: RunStore, now: float | None = Non
 
 
 def _typical(task: str) -> float:
-    return TYPICAL_SECONDS.get(task, DEFAULT_SECONDS)
+    """The task's declared ``sample_seconds``, or a middling default for a task that declares none."""
+    from suite.registry import get_registry
+
+    try:
+        seconds = float(getattr(get_registry().get(task), "sample_seconds", 0) or 0)
+    except Exception:  # noqa: BLE001 - an unknown or broken plugin gets the default
+        seconds = 0.0
+    return seconds or DEFAULT_SECONDS
 
 
 def _remaining(state: dict, task: str, store: RunStore, now: float) -> float:

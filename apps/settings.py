@@ -29,6 +29,13 @@ MAX_ZIP_UNPACKED_BYTES = 2 * 1024 * 1024 * 1024
 MAX_ZIP_RATIO = 200  # refuse members that expand more than this (zip bombs)
 
 
+def launch_spec() -> dict:
+    """What `suite app` runs; the core finds this through the ``suite.app`` entry point (pyproject.toml)."""
+    from pathlib import Path
+
+    return {"entry": str(Path(__file__).resolve().parent / "app.py"), "flags": streamlit_flags()}
+
+
 def streamlit_flags() -> list[str]:
     """``--section.option=value`` flags for ``streamlit run``."""
     out = []

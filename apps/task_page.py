@@ -31,6 +31,7 @@ from apps.common import (
     usable_runs,
 )
 from suite.errors import InputError, RunError
+from suite.outputs import is_text, text_of
 from suite.runstore import Run
 from suite.strategy import PRECISIONS, STRATEGIES
 
@@ -50,14 +51,18 @@ def render(task_name: str) -> None:
     run = select_run(task, runs)
     # Keyed, so "Try it now" on a finished run can bring the user back to the first tab.
     tabs = st.tabs(list(TABS), key=f"{task.name}:tab", on_change="rerun")
-    with tabs[0], guard("Try it"):
-        try_tab(task, run)
-    with tabs[1], guard("Train"):
-        train_tab(task)
-    with tabs[2], guard("Evaluate"):
-        evaluate_tab(task, run)
-    with tabs[3], guard("Export"):
-        export_tab(task, run)
+    sections = {}
+    with guard("Plugin sections"):
+        sections = dict(task.page_sections() or {})
+    for tab, title, draw in zip(tabs, TABS, (lambda: try_tab(task, run), lambda: train_tab(task),
+                                            lambda: evaluate_tab(task, run), lambda: export_tab(task, run)),
+                                strict=True):
+        with tab:
+            with guard(title):
+                draw()
+            if title in sections:  # the plugin's own section, under the generic tab
+                with guard(f"{title}: {task.title} section"):
+                    sections[title](st, run)
 
 
 # ---- model selection ------------------------------------------------------------------------------
@@ -124,7 +129,7 @@ def try_tab(task, run: Run | None) -> None:
         quick_train_button(task, key="try")
         return
     if is_sample(run):
-        about = getattr(task, "sample_description", "") or "the plugin's built-in sample"
+        about = task.sample_description or "the plugin's built-in sample"
         st.info(f"Using the **sample model** `{run.name}`, trained on {about}. Train on your own data in the "
                 "**Train** tab for real inputs.")
     meta = run.meta
@@ -148,10 +153,9 @@ def try_tab(task, run: Run | None) -> None:
     except InputError as err:
         st.error(f"This input cannot be used: {err}")
         return
-    show_result(result, ms)
-    if callable(getattr(task, "spectrogram", None)):
-        with guard("Waveform and spectrogram"):
-            draw_audio_views(task.spectrogram(predictor.decode(raw), predictor.meta))
+    show_result(result, ms, task)
+    with guard("Input views"):
+        draw_views(task.input_views(predictor.decode(raw), predictor.meta))
     if st.toggle("Explain this prediction", key=f"{task.name}:explain"):
         with guard("Explanation"), st.spinner("Explaining…"):
             explanation = predictor.explain(raw)
@@ -179,6 +183,8 @@ def _input_widgets(task, examples) -> tuple[Any, bool]:
         label = "A row of comma-separated numbers" if kind == "table" else "Text"
         if f"{key}:text" not in st.session_state:
             st.session_state[f"{key}:text"] = texts[0].value if texts else ""
+        if task.upload_types:  # a file of the plugin's kinds fills the box (a CSV of a signal, a .txt review)
+            _text_upload(task, key)
         text = st.text_area(label, key=f"{key}:text", height=100 if kind == "text" else 68)
         clicked = st.button("Predict", key=f"{key}:predict", type="primary")
         return text, clicked
@@ -218,6 +224,23 @@ def _input_widgets(task, examples) -> tuple[Any, bool]:
     return raw, False
 
 
+def _text_upload(task, key: str) -> None:
+    """An uploader whose file, read as UTF-8 text, becomes the text box's content (once per new file)."""
+    from apps.settings import MAX_PREDICT_UPLOAD_BYTES
+
+    accepted = ", ".join(task.upload_types)
+    up = st.file_uploader(f"Or upload a file ({accepted})", type=list(task.upload_types), key=f"{key}:text_upload")
+    if up is None or st.session_state.get(f"{key}:text_upload_seen") == up.file_id:
+        return
+    st.session_state[f"{key}:text_upload_seen"] = up.file_id
+    raw = up.getvalue()
+    if len(raw) > MAX_PREDICT_UPLOAD_BYTES:
+        st.error(f"The file is {human_bytes(len(raw))}; the limit for a prediction is "
+                 f"{human_bytes(MAX_PREDICT_UPLOAD_BYTES)}.")
+        return
+    st.session_state[f"{key}:text"] = raw.decode("utf-8", errors="replace")
+
+
 def _show_input(kind: str, raw: bytes) -> None:
     """Show the input back; a file that cannot be shown is left to the task's decoder to refuse."""
     try:
@@ -232,10 +255,10 @@ def _show_input(kind: str, raw: bytes) -> None:
         pass
 
 
-def show_result(result: dict, ms: float) -> None:
-    if "translation" in result:
-        st.markdown("**Translation**")
-        st.success(result["translation"] or "(empty)")
+def show_result(result: dict, ms: float, task=None) -> None:
+    if is_text(result):
+        st.markdown(f"**{task.output_title if task else 'Output'}**")
+        st.success(text_of(result) or "(empty)")
     else:
         top = result.get("top") or [{"label": result.get("label"), "score": result.get("score", 0.0)}]
         st.markdown(f"### Prediction: {result.get('label')}  \n{result.get('score', 0.0):.1%} confident")
@@ -245,15 +268,28 @@ def show_result(result: dict, ms: float) -> None:
     st.caption(f"Answered in {ms:.1f} ms on the server (reading the input, the model and the answer).")
 
 
-def draw_audio_views(views: dict) -> None:
-    """The decoded clip as the model hears it: waveform (resampled, padded/trimmed) and log-mel spectrogram."""
-    wave = np.asarray(views["waveform"], np.float32)
-    step = max(1, wave.size // 2000)  # at most ~2,000 points in the chart
-    cols = st.columns(2)
-    cols[0].line_chart({"amplitude": wave[::step]}, height=180)
-    cols[0].caption(f"Waveform: {wave.size / views['sample_rate']:.2f} s at {views['sample_rate']} Hz")
-    cols[1].image(charts.spectrogram_image(views["spectrogram"]), width="stretch",
-                  caption="Log-mel spectrogram (low frequencies at the bottom)")
+def draw_views(views: list) -> None:
+    """A plugin's ``input_views`` (``suite.views.View``), side by side, two to a row."""
+    views = list(views or [])
+    for start in range(0, len(views), 2):
+        for col, view in zip(st.columns(2), views[start:start + 2], strict=False):
+            with col:
+                _draw_view(view)
+
+
+def _draw_view(view) -> None:
+    if view.kind == "line":
+        st.line_chart(pd.DataFrame({k: np.asarray(v) for k, v in view.data.items()}), x=view.x or None, height=180)
+        if view.caption:
+            st.caption(view.caption)
+    elif view.kind == "heatmap":
+        st.image(charts.spectrogram_image(view.data), width="stretch", caption=view.caption or None)
+    elif view.kind == "image":
+        st.image(np.asarray(view.data, np.uint8), width="stretch", caption=view.caption or None)
+    else:
+        st.dataframe(pd.DataFrame(view.data), hide_index=True)
+        if view.caption:
+            st.caption(view.caption)
 
 
 def draw_explanation(exp) -> None:
@@ -516,7 +552,7 @@ def _finished_view(task, run: Run, status: str, column) -> None:
 
 def _distill_action(task, run: Run) -> None:
     """Compress this run into a small student trained on its soft outputs; the student's curve shows here."""
-    students = list(getattr(task, "distill_students", {}) or {})
+    students = list(task.distill_students or {})
     with st.expander("Distill into a smaller, faster model"):
         st.caption("Trains a small student on this run's data to copy this model's outputs (knowledge "
                    "distillation); the student is a new run you can try, evaluate and export. See docs/DISTILL.md.")

@@ -533,7 +533,7 @@ def _expected_labels(home: Path, shown: dict) -> None:
 
             pred = Predictor(run)
             outs = [(pred.predict_one(e.value), e.expected) for e in examples if e.expected is not None]
-            hits = [str(o.get("label", o.get("translation"))).strip() == str(exp) for o, exp in outs]
+            hits = [str(o.get("label", o.get("text"))).strip() == str(exp) for o, exp in outs]
             rec["examples_right"] = f"{sum(hits)}/{len(hits)}"
 
 

@@ -21,6 +21,7 @@ from bench.common import (
     DOCS,
     RESULTS,
     batched_accuracy,
+    cli_train,
     machine,
     md_table,
     peak_rss_mb,
@@ -220,38 +221,18 @@ def section(results: dict, plot: Path, quick: bool) -> str:
 def default_run(root: Path) -> dict:
     """The README's command as a user types it (`suite train image_classification --data cifar10`, no --set):
     wall and CPU seconds of the whole command, its peak RSS and the run's test accuracy."""
-    import resource
-    import subprocess
-    import sys
-
-    home = Path(tempfile.mkdtemp(prefix="bench-cifar-default-"))
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    t0 = time.perf_counter()
-    try:
-        proc = subprocess.run([sys.executable, "-m", "suite.cli", "train", "image_classification", "--data", str(root),
-                               "--name", "default", "--json"], capture_output=True, text=True, timeout=3600,
-                              env={**os.environ, "SUITE_HOME": str(home)})
-        wall = time.perf_counter() - t0
-        after = resource.getrusage(resource.RUSAGE_CHILDREN)
-        if proc.returncode != 0:
-            raise RuntimeError(f"default run failed: {proc.stderr.strip().splitlines()[-1:]}")
-        metrics = json.loads((home / "default" / "metrics.json").read_text())
-        info = json.loads((home / "default" / "run.json").read_text())
-        config = (info.get("plan") or {}).get("values")
-    finally:
-        shutil.rmtree(home, ignore_errors=True)
+    run = cli_train(root, prefix="bench-cifar-default-")
     return {"command": "suite train image_classification --data ../shared/data/cifar10",
-            "test_accuracy": metrics["test"]["accuracy"], "wall_seconds": wall,
-            "cpu_seconds": (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime),
-            "peak_rss_mb": after.ru_maxrss / 1024.0, "train_seconds": metrics.get("train_seconds"),
-            "plan": config, "load": os.getloadavg()}
+            "test_accuracy": run["metrics"]["test"]["accuracy"], "wall_seconds": run["wall_seconds"],
+            "cpu_seconds": run["cpu_seconds"], "peak_rss_mb": run["peak_rss_mb"],
+            "train_seconds": run["metrics"].get("train_seconds"),
+            "plan": (run["info"].get("plan") or {}).get("values"), "load": os.getloadavg()}
 
 
 def main(argv=None) -> int:
     """``python -m bench.cifar10 --default``: measure the default command and add it to cifar10.json (the
     headline row), keeping the curve's figures."""
     import argparse
-
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--default", action="store_true", required=True)

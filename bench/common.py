@@ -13,6 +13,7 @@ import json
 import os
 import platform
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -104,6 +105,35 @@ def batch_rate(fn: Callable[[], Any], n: int, *, rounds: int = 5) -> float:
 def peak_rss_mb() -> float:
     """Peak resident memory of this process so far, in MB."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def cli_train(data: Path, *extra: str, prefix: str) -> dict:
+    """``suite train image_classification --data DATA`` run as a user types it, in a throwaway SUITE_HOME: wall and
+    CPU seconds of the whole command, its peak RSS, and what the run folder holds (metrics, run info, meta,
+    epoch events). ``extra`` carries any ``--set`` a quick mode needs."""
+    home = Path(tempfile.mkdtemp(prefix=prefix))
+    cmd = [sys.executable, "-m", "suite.cli", "train", "image_classification", "--data", str(data),
+           "--name", "default", "--json", *extra]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.perf_counter()
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=3600,
+                              env={**os.environ, "SUITE_HOME": str(home)})
+        wall = time.perf_counter() - t0
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        if proc.returncode != 0:
+            raise RuntimeError(f"suite run failed: {proc.stderr.strip().splitlines()[-3:]}")
+        run_dir = home / "default"
+        meta = run_dir / "meta.json"
+        out = {"metrics": json.loads((run_dir / "metrics.json").read_text()),
+               "info": json.loads((run_dir / "run.json").read_text()),
+               "meta": json.loads(meta.read_text()) if meta.exists() else {},
+               "epochs": [e for e in map(json.loads, filter(None, (run_dir / "events.jsonl").read_text().splitlines()))
+                          if e.get("event") == "epoch_end"]}
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+    return {**out, "wall_seconds": wall, "peak_rss_mb": after.ru_maxrss / 1024.0,
+            "cpu_seconds": (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)}
 
 
 _SERVE = """

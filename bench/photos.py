@@ -11,17 +11,14 @@ better of the two is its score. Both are scored on the same held-out ``test/`` f
 
 from __future__ import annotations
 
-import json
 import os
-import resource
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from bench.common import machine, md_table, peak_rss_mb, save_results, shared_data, timed_snapshots
+from bench.common import cli_train, machine, md_table, peak_rss_mb, save_results, shared_data, timed_snapshots
 
 NAME = "photos"
 MARGIN = 10.0  # points the suite must be ahead by (the issue's bar)
@@ -29,33 +26,15 @@ MARGIN = 10.0  # points the suite must be ahead by (the issue's bar)
 
 def suite_default(folder: Path, budget_min: float | None) -> dict:
     """The default command as a user types it; ``budget_min`` only in quick mode."""
-    home = Path(tempfile.mkdtemp(prefix="bench-photos-suite-"))
-    cmd = [sys.executable, "-m", "suite.cli", "train", "image_classification", "--data", str(folder),
-           "--name", "default", "--json"] + (["--set", f"time_budget_minutes={budget_min}"] if budget_min else [])
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    t0 = time.perf_counter()
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=3600,
-                              env={**os.environ, "SUITE_HOME": str(home)})
-        wall = time.perf_counter() - t0
-        after = resource.getrusage(resource.RUSAGE_CHILDREN)
-        if proc.returncode != 0:
-            raise RuntimeError(f"suite run failed: {proc.stderr.strip().splitlines()[-3:]}")
-        run_dir = home / "default"
-        metrics = json.loads((run_dir / "metrics.json").read_text())
-        info = json.loads((run_dir / "run.json").read_text())
-        meta = json.loads((run_dir / "meta.json").read_text()) if (run_dir / "meta.json").exists() else {}
-        events = [json.loads(line) for line in (run_dir / "events.jsonl").read_text().splitlines() if line]
-        epochs = [e for e in events if e.get("event") == "epoch_end"]
-    finally:
-        shutil.rmtree(home, ignore_errors=True)
-    plan = (info.get("plan") or {}).get("values") or {}
-    return {"test_accuracy": metrics["test"]["accuracy"], "wall_seconds": wall,
-            "train_seconds": sum(float(e["seconds"]) for e in epochs), "epochs": len(epochs),
-            "cpu_seconds": (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime),
+    extra = ("--set", f"time_budget_minutes={budget_min}") if budget_min else ()
+    run = cli_train(folder, *extra, prefix="bench-photos-suite-")
+    plan = (run["info"].get("plan") or {}).get("values") or {}
+    return {"test_accuracy": run["metrics"]["test"]["accuracy"], "wall_seconds": run["wall_seconds"],
+            "train_seconds": sum(float(e["seconds"]) for e in run["epochs"]), "epochs": len(run["epochs"]),
+            "cpu_seconds": run["cpu_seconds"],
             "model": f"{plan.get('model')} width {plan.get('width')} at {plan.get('image_size')} px",
-            "resize_policy": meta.get("resize_policy"), "augmentation": meta.get("augmentation"),
-            "plan_reasons": (info.get("plan") or {}).get("reasons")}
+            "resize_policy": run["meta"].get("resize_policy"), "augmentation": run["meta"].get("augmentation"),
+            "plan_reasons": (run["info"].get("plan") or {}).get("reasons")}
 
 
 def tutorial(folder: Path, seconds: float, home: Path) -> dict:

@@ -275,7 +275,7 @@ def batch_serving(predictor, translator, sentences: list[str], batch: int = BATC
         t0 = time.perf_counter()
         graph_out += [t.decode("utf-8") for t in predictor.forward(tf.constant(b)).numpy()]
         t1 = time.perf_counter()
-        suite_out += [r["translation"] for r in predictor.predict(b)]
+        suite_out += [r["text"] for r in predictor.predict(b)]
         graph_s, suite_s = graph_s + t1 - t0, suite_s + time.perf_counter() - t1
     same = sum(a == b for a, b in zip(graph_out, suite_out, strict=True))
     return {"sentences": len(sentences), "batch": batch, "compiled_shapes": [list(k) for k in translator.compiled],

@@ -11,6 +11,7 @@ from pathlib import Path
 import click
 
 from suite.errors import RunError, SuiteError, one_line
+from suite.outputs import is_text, text_of
 
 EXIT_USER = 2
 EXIT_INTERNAL = 1
@@ -78,7 +79,8 @@ def cli(verbose):
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.option("--check", is_flag=True, help="Probe each plugin in its own subprocess with a timeout.")
 @click.option("--timeout", default=60.0, show_default=True, help="Seconds per plugin for --check.")
-def plugins(as_json, check, timeout):
+@click.option("--long", "long_", is_flag=True, help="Each plugin's data layouts, TFDS examples and upload types.")
+def plugins(as_json, check, timeout, long_):
     """List installed task plugins and any that failed to load."""
     if check:
         from suite.plugin_check import check_all
@@ -94,21 +96,41 @@ def plugins(as_json, check, timeout):
             sys.exit(EXIT_USER)
         return
     reg = _registry()
-    rows = [
-        {"name": t.name, "title": t.title, "input": t.input_kind, "output": t.output_kind,
-         "source": reg.source(t.name), "synthetic_sample": t.sample_synthetic}
-        for t in reg.tasks()
-    ]
+    rows = [_plugin_row(t, reg.source(t.name)) for t in reg.tasks()]
     failures = [f.to_dict() for f in reg.failures]
     if as_json:
         _echo_json({"plugins": rows, "failed": failures})
         return
     for r in rows:
-        click.echo(f"{r['name']:<24} {r['input']:<6} {r['title']}")
+        click.echo(f"{r['name']:<24} {r['input']:<6} {r['output']:<8} {r['title']}")
+        if long_:
+            _echo_plugin_details(r)
     for f in failures:
         click.echo(f"FAILED {f['name']:<17} {f['reason']}")
     if not rows and not failures:
         click.echo("no plugins installed")
+
+
+def _plugin_row(task, source: str) -> dict:
+    return {"name": task.name, "title": task.title, "description": task.description, "input": task.input_kind,
+            "output": task.output_kind, "source": source, "synthetic_sample": task.sample_synthetic,
+            "sample": task.sample_description, "data_formats": task.data_formats,
+            "tfds_examples": list(task.tfds_examples), "upload_types": list(task.upload_types)}
+
+
+def _echo_plugin_details(row: dict) -> None:
+    import textwrap
+
+    def para(label: str, text: str) -> None:
+        if text:
+            click.echo(textwrap.fill(text, width=100, initial_indent=f"    {label}: ", subsequent_indent=" " * 6))
+
+    para("what", row["description"])
+    para("data", row["data_formats"])
+    para("tfds", ", ".join(row["tfds_examples"]))
+    para("uploads", ", ".join(row["upload_types"]))
+    para("sample", row["sample"])
+    para("from", row["source"])
 
 
 # ---- train ----------------------------------------------------------------------------------------
@@ -238,8 +260,8 @@ def predict(run_ref, inputs, top_k, as_text, as_json):
         _echo_json([{"input": i, **r} for i, r in zip(inputs, results, strict=True)])
         return
     for item, result in zip(inputs, results, strict=True):
-        if "translation" in result:
-            click.echo(f"{item}\t{result['translation']}")
+        if is_text(result):
+            click.echo(f"{item}\t{text_of(result)}")
         else:
             tops = ", ".join(f"{t['label']} {t['score']:.3f}" for t in result.get("top", []))
             click.echo(f"{item}\t{result['label']}\t({tops})")
@@ -535,11 +557,11 @@ def runs_delete(refs, yes):
 def app(port, address, streamlit_args):
     """Start the Streamlit app."""
 
-    from apps.settings import streamlit_flags
-    from suite.paths import app_entry
+    from suite.paths import app_launch_spec
 
     # Server settings as flags, so XSRF, CORS, upload limits... apply whatever the current directory.
-    cmd = [sys.executable, "-m", "streamlit", "run", str(app_entry()), *streamlit_flags(), "--server.port",
+    spec = app_launch_spec()
+    cmd = [sys.executable, "-m", "streamlit", "run", spec["entry"], *spec["flags"], "--server.port",
            str(port), "--server.address", address, *streamlit_args]
     sys.exit(run_process_group(cmd))
 

@@ -122,3 +122,15 @@ def patch_keras_for_multi_worker() -> None:
 
     tf_trainer.reduce_per_replica = reduce_per_replica
     _patched = True
+
+
+# ---- Streamlit ------------------------------------------------------------------------------------------------
+def apptest_open_page(at, url_path: str):
+    """Put a ``streamlit.testing.v1.AppTest`` on the ``st.navigation`` page served at ``/url_path`` and run it.
+    AppTest's public ``switch_page`` takes page files only, not the function pages the app builds from the
+    registry, so this sets the page hash a browser's URL would give."""
+    from streamlit.util import calc_hash
+
+    require(at, "_page_hash", "opening an st.navigation function page in AppTest")
+    at._page_hash = calc_hash(url_path)
+    return at.run()

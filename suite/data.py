@@ -122,12 +122,20 @@ def stratified_split_indices(labels, val_fraction: float, test_fraction: float, 
 
 
 # ---- TensorFlow Datasets -------------------------------------------------------------------------
-def _online(host: str = "storage.googleapis.com", timeout: float = 3.0) -> bool:
-    try:
-        with socket.create_connection((host, 443), timeout=timeout):
-            return True
-    except OSError:
+def online(*hosts: str, timeout: float = 3.0) -> bool:
+    """Whether any of ``hosts`` (default: TFDS's storage) answers on 443, and ``SUITE_OFFLINE=1`` is not set.
+
+    For plugins that download (presets, weights): check before starting, so that offline is one clear line
+    rather than a download traceback."""
+    if os.environ.get("SUITE_OFFLINE") == "1":
         return False
+    for host in hosts or ("storage.googleapis.com",):
+        try:
+            with socket.create_connection((host, 443), timeout=timeout):
+                return True
+        except OSError:
+            continue
+    return False
 
 
 def tfds_load(source: DataSource, splits: list[str], *, as_supervised: bool = True, data_dir: str | None = None):
@@ -143,7 +151,7 @@ def tfds_load(source: DataSource, splits: list[str], *, as_supervised: bool = Tr
     except Exception as err:  # DatasetNotFoundError, config errors, missing optional deps
         raise DataSourceError(f"unknown TFDS data set {name!r}: {str(err).splitlines()[0]}") from None
     if not builder.is_prepared():
-        if os.environ.get("SUITE_OFFLINE") == "1" or not _online():
+        if not online():
             raise DataSourceError(
                 f"TFDS data set {name!r} is not downloaded and there is no network: run "
                 f"`tfds build {name}` on a machine with internet (or copy ~/tensorflow_datasets), "

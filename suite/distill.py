@@ -128,7 +128,7 @@ def distill(teacher_ref, overrides: dict[str, Any] | None = None, *, student: st
     task = teacher.task()
     if task.output_kind != "classes":
         raise RunError(f"run {teacher.name!r} is a {task.name} run: distillation here is for classifiers "
-                       "(translation students learn from the teacher's translations; see docs/DISTILL.md)")
+                       "(text-output students: see docs/DISTILL.md)")
     if not teacher.has_model():
         raise RunError(f"run {teacher.name!r} has no model.keras to teach with (status: {teacher.status})")
     overrides = dict(overrides or {})

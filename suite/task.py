@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
 from suite.config import TaskConfig
 from suite.errors import InputError
+from suite.outputs import text_of
 
 if TYPE_CHECKING:
     import keras
@@ -25,6 +27,7 @@ if TYPE_CHECKING:
     from suite.budget import TrainingPlan
     from suite.data import DataBundle, DataSource
     from suite.export.signatures import PortableGraph
+    from suite.views import View
 
 INPUT_KINDS = ("image", "text", "audio", "table")
 _ABSTRACT = ("load_data", "build_model", "decode_input", "build_inputs", "build_backbone")
@@ -62,7 +65,8 @@ class Task:
     title: ClassVar[str] = ""
     description: ClassVar[str] = ""
     input_kind: ClassVar[str] = ""  # one of INPUT_KINDS: picks the app's input widgets
-    output_kind: ClassVar[str] = "classes"  # one of OUTPUT_KINDS
+    output_kind: ClassVar[str] = "classes"  # one of OUTPUT_KINDS; result schemas in suite.outputs
+    output_title: ClassVar[str] = "Output"  # heading over a text result in the app, e.g. "Translation"
     # Config overrides that make a good small student for `suite distill` (the first is the default).
     distill_students: ClassVar[dict[str, dict]] = {}
     config_class: ClassVar[type[TaskConfig]] = TaskConfig
@@ -73,6 +77,9 @@ class Task:
     # What the built-in sample is and what a model trained on it can be expected to do, in one plain sentence
     # (shown beside sample models on the page and in their model card).
     sample_description: ClassVar[str] = ""
+    # Rough seconds the sample model takes to train on a quiet 2-core machine (0 = unknown): the app balances
+    # its background lanes and its first "ready in ~N s" with it.
+    sample_seconds: ClassVar[float] = 0.0
     # Modules that register the plugin's serializable Keras objects (layers, losses, schedules). The core
     # imports them right before it loads a saved model, not when the plugin registers: listing plugins, the
     # CLI's help and the app's first paint then never import TensorFlow, and a fresh process that loads a
@@ -161,7 +168,7 @@ class Task:
         """Turn a batch of outputs into one human-readable dict per input.
 
         Classification: ``{"label": str, "score": float, "top": [{"label", "score"}, ...]}``.
-        Text output (``output_kind == "text"``): ``{"translation": str, ...}``.
+        Text output (``output_kind == "text"``): ``{"text": str, ...}``. The schemas: ``suite.outputs``.
         """
         raise NotImplementedError
 
@@ -180,7 +187,7 @@ class Task:
             notes = []
             if result.get("truncated"):
                 notes.append("The input was longer than the model reads: only its beginning was used.")
-            if not str(result.get("translation", "")).strip():
+            if not (text_of(result) or "").strip():
                 notes.append("The model gave no output for this input: it may be unlike anything it was trained on.")
             return notes
         return []
@@ -188,6 +195,18 @@ class Task:
     def examples(self, meta: dict) -> list[Example]:
         """Example inputs for the app's "Try it" tab and for tests."""
         return []
+
+    def input_views(self, x: np.ndarray, meta: dict) -> list[View]:
+        """Drawings of one decoded input as the model sees it (``suite.views.View``: a waveform over seconds, a
+        spectrogram, a signal's plot), shown under the prediction on the app's page. Default: none."""
+        return []
+
+    def page_sections(self) -> dict[str, Callable[[Any, Any], None]]:
+        """Sections of your own added at the end of tabs of the generic page, ``{tab title: fn(ui, run)}``
+        with tab titles "Try it", "Train", "Evaluate" and "Export"; ``ui`` is the ``streamlit`` module and
+        ``run`` the selected run (None before any). The generic tab stays; to replace the whole page, set
+        ``page``. Default: none."""
+        return {}
 
     def preview(self, x: Any) -> str | bytes:
         """A short preview of one raw input for reports: text, or PNG bytes for images."""
@@ -209,7 +228,7 @@ class Task:
 
         ``serving_default`` must be present. The default (``suite.export.signatures``) takes the model's raw
         inputs and returns ``probabilities``, ``label`` and ``score`` for classification, and passes a string
-        output through as ``translation`` for text tasks. Override to add e.g. an encoded-image-bytes signature
+        output through as ``text`` for text tasks. Override to add e.g. an encoded-image-bytes signature
         or to serve a decoding loop.
         """
         from suite.export.signatures import default_serving_signatures

@@ -80,10 +80,9 @@ def app():
 
 def open_page(at, url_path: str):
     """Go to an ``st.navigation`` page by its url path, as the browser does for /url_path."""
-    from streamlit.util import calc_hash
+    from suite.compat import apptest_open_page
 
-    at._page_hash = calc_hash(url_path)
-    return at.run()
+    return apptest_open_page(at, url_path)
 
 
 def texts(elements) -> list[str]:
@@ -696,8 +695,9 @@ def test_explanation_views_draw_each_kind():
     assert sum(r["count"] for r in next(iter(cm["datasets"].values()))) == 8
 
 
-def test_audio_views_draw_waveform_and_spectrogram():
-    """The speech page shows the decoded clip: a waveform chart and a spectrogram image, low bands at the bottom."""
+def test_input_views_draw_a_line_over_seconds_and_a_heatmap_low_rows_at_the_bottom():
+    """A plugin's input views (the speech page's waveform and spectrogram): a line chart over its x column and a
+    heatmap image, low rows at the bottom, each with its caption."""
     from streamlit.testing.v1 import AppTest
 
     from apps import charts
@@ -711,17 +711,28 @@ def test_audio_views_draw_waveform_and_spectrogram():
     def page():
         import numpy as np
 
-        from apps.task_page import draw_audio_views
+        from apps.task_page import draw_views
+        from suite.views import View
 
-        wave = np.sin(np.linspace(0, 200, 16000)).astype(np.float32)
-        spec = np.random.default_rng(0).normal(size=(40, 98)).astype(np.float32)
-        draw_audio_views({"waveform": wave, "sample_rate": 16000, "spectrogram": spec})
+        t = np.arange(16000) / 16000
+        draw_views([View("line", {"seconds": t, "amplitude": np.sin(200 * t)}, x="seconds", caption="1.00 s wave"),
+                    View("heatmap", np.random.default_rng(0).normal(size=(40, 98)), caption="the spectrogram")])
 
     at = AppTest.from_function(page, default_timeout=60).run()
     no_exceptions(at)
-    assert any("Waveform: 1.00 s at 16000 Hz" in str(c.value) for c in at.caption)
+    assert any("1.00 s wave" in str(c.value) for c in at.caption)
+    assert at.get("vega_lite_chart"), "the line view should be a chart"
     captions = [img.caption for e in at.get("image") for img in e.proto.imgs]
     assert any("spectrogram" in c for c in captions), captions
+
+
+def test_a_views_x_column_must_be_in_its_data():
+    from suite.views import View
+
+    with pytest.raises(ValueError, match="x column 'seconds' is not in its data"):
+        View("line", {"amplitude": [0, 1]}, x="seconds")
+    with pytest.raises(ValueError, match="not one of"):
+        View("pie", {})
 
 
 def test_model_loads_in_different_sessions_take_turns(monkeypatch):

@@ -41,11 +41,10 @@ def home(tmp_path, monkeypatch):
 
 def runs_page():
     from streamlit.testing.v1 import AppTest
-    from streamlit.util import calc_hash
 
-    at = AppTest.from_file(str(APP), default_timeout=240)
-    at._page_hash = calc_hash("runs")
-    return at.run()
+    from suite.compat import apptest_open_page
+
+    return apptest_open_page(AppTest.from_file(str(APP), default_timeout=240), "runs")
 
 
 def upload(at, filename: str, data: bytes, **fields):
@@ -124,10 +123,9 @@ def test_good_model_imports_and_predicts_on_its_page(home, tmp_path):
     assert "imported-good" in set(at.dataframe[0].value["run"])
     assert [p.name for p in home.iterdir() if p.name.startswith(".upload-import-")] == []  # staging removed
     # Usable on its plugin page: the newest run there, and it predicts.
-    from streamlit.util import calc_hash
+    from suite.compat import apptest_open_page
 
-    at._page_hash = calc_hash(TAB)
-    at.run()
+    apptest_open_page(at, TAB)
     assert not at.exception
     assert at.selectbox(key=f"{TAB}:run").value.startswith("imported-good")
     at.text_area(key=f"{TAB}:text").set_value("5.1,3.5,1.4,0.2")

@@ -82,6 +82,17 @@ def test_plugins_lists_builtins_source_and_json(tmp_path):
     assert "tabular_classification" in names
     row = next(p for p in data["plugins"] if p["name"] == "tabular_classification")
     assert row["source"] == "tabular_classification = suite_tabular:register"
+    assert row["input"] == "table" and row["output"] == "classes"
+    assert "CSV" in row["data_formats"] and "csv" in row["upload_types"]
+
+
+def test_plugins_long_shows_each_plugins_data_layouts(tmp_path):
+    proc = suite("plugins", "--long", home=tmp_path, check=True,
+                 env_extra={"SUITE_PLUGINS": "tabular_classification"})
+    lines = proc.stdout.splitlines()
+    assert lines[0].split()[:3] == ["tabular_classification", "table", "classes"]
+    assert any(line.strip().startswith("data:") and "CSV" in line for line in lines), proc.stdout
+    assert any(line.strip().startswith("uploads:") for line in lines), proc.stdout
 
 
 def test_plugins_env_filter_limits_what_loads(tmp_path):

@@ -70,3 +70,20 @@ def test_tflite_internals_and_freezing(tmp_path):
     assert not [t for t in frozen.inputs if t.dtype == tf.resource]  # the variable is now a constant
     with pytest.raises(CompatError, match="per-tensor int8"):
         compat.set_per_channel_quantization(types.SimpleNamespace(), True)
+
+
+def test_apptest_opens_a_navigation_function_page(tmp_path):
+    from streamlit.testing.v1 import AppTest
+
+    script = tmp_path / "nav.py"
+    script.write_text(
+        "import streamlit as st\n"
+        "def first():\n    st.write('first page')\n"
+        "def second():\n    st.write('second page')\n"
+        "st.navigation([st.Page(first, url_path='first'), st.Page(second, url_path='second')]).run()\n")
+    at = AppTest.from_file(str(script)).run()
+    assert [m.value for m in at.markdown] == ["first page"]
+    compat.apptest_open_page(at, "second")
+    assert [m.value for m in at.markdown] == ["second page"]
+    with pytest.raises(CompatError, match="opening an st.navigation function page"):
+        compat.apptest_open_page(types.SimpleNamespace(), "second")

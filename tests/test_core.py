@@ -197,3 +197,25 @@ def test_progress_counts_what_loops_report_and_the_bar_draws_it():
     bar.close()
     # a log file gets the first line and the last, not one per batch
     assert log.getvalue() == "evaluating: 128/300 examples (43%)\nevaluating: 300/300 examples (100%)\n"
+
+
+def test_online_honours_suite_offline_and_tries_every_host(monkeypatch):
+    import socket
+
+    from suite.data import online
+
+    tried = []
+
+    def connect(address, timeout):
+        tried.append(address[0])
+        if address[0] == "up.example":
+            return socket.socket()  # a context manager that closes cleanly
+        raise OSError("unreachable")
+
+    monkeypatch.setattr(socket, "create_connection", connect)
+    monkeypatch.delenv("SUITE_OFFLINE", raising=False)
+    assert online("down.example", "up.example") and tried == ["down.example", "up.example"]
+    assert not online("down.example")
+    monkeypatch.setenv("SUITE_OFFLINE", "1")
+    tried.clear()
+    assert not online("up.example") and tried == []  # offline by choice: no connection tried

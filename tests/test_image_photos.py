@@ -17,6 +17,16 @@ def test_resize_policy_crops_near_square_shapes_and_squashes_wide_ones():
     assert resize_policy({(32, 32)}) == "squash"  # one size: nothing to crop
 
 
+def test_resize_policy_weighs_each_image_not_each_distinct_size():
+    # 95 photos share two near-square sizes, five odd panoramas each have their own: 95% near square.
+    from collections import Counter
+
+    sizes = Counter({(300, 400): 50, (400, 300): 45, (200, 800): 1, (210, 800): 1, (220, 800): 1,
+                     (800, 200): 1, (800, 230): 1})
+    assert resize_policy(sizes) == "crop"
+    assert resize_policy(Counter({(32, 32): 500})) == "squash"  # many images of one size: nothing to crop
+
+
 def test_input_sides_are_never_larger_than_the_photos():
     assert photo_sizes(0) == photo_sizes(2000) == (64, 96, 128)
     assert photo_sizes(100) == (64, 96)

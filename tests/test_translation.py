@@ -57,7 +57,8 @@ class TestTranslationPlugin(PluginTestSuite):
     export_formats = ("tflite", "onnx")
 
     @pytest.fixture(scope="class")
-    def trained_run(self, sample_run):
+    @classmethod
+    def trained_run(cls, sample_run):
         return sample_run
 
     def test_sample_model_learned_something(self, trained_run):
@@ -340,7 +341,7 @@ def test_unseen_characters_and_one_megabyte(pred):
     from plugins.translation.serving import translator_for
 
     [r] = pred.predict(["😀 漢字 ñandú"])
-    assert isinstance(r["translation"], str)
+    assert isinstance(r["text"], str)
     pred.predict(["warm up"])
     translator_for(pred.forward).wait()  # a compile the warm-up may have queued would share the timed call's CPU
     t = time.perf_counter()
@@ -367,7 +368,7 @@ def test_suite_predict_in_a_fresh_process_on_a_megabyte_and_a_long_sentence(samp
          long_text], capture_output=True, text=True, timeout=300, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
     assert proc.returncode == 0, proc.stderr[-1500:]
     short, from_file, long = json.loads(proc.stdout)
-    assert isinstance(short["translation"], str) and short["truncated"] is False
+    assert isinstance(short["text"], str) and short["truncated"] is False
     assert from_file["truncated"] is True and long["truncated"] is True and "only its start" in long["note"]
 
 

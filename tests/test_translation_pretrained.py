@@ -80,7 +80,7 @@ def test_predict_returns_strings_and_flags_truncation(pretrained_run):
     pred = Predictor(pretrained_run)
     assert type(pred.model).__name__ == "PretrainedTranslator"
     short, long = pred.predict(["forty-two", "one two three " * 40])
-    assert isinstance(short["translation"], str) and isinstance(long["translation"], str)
+    assert isinstance(short["text"], str) and isinstance(long["text"], str)
     assert short["truncated"] is False and 2 < short["source_tokens"] <= 32
     assert long["truncated"] is True and "only its start" in long["note"]
     with pytest.raises(InputError, match="empty"):
@@ -101,7 +101,7 @@ def test_suite_predict_reloads_the_keras_file_in_a_fresh_process(pretrained_run)
         capture_output=True, text=True, timeout=300, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
     assert proc.returncode == 0, proc.stderr[-1500:]
     short, long = json.loads(proc.stdout)
-    assert isinstance(short["translation"], str) and short["truncated"] is False
+    assert isinstance(short["text"], str) and short["truncated"] is False
     assert long["truncated"] is True and "only its start" in long["note"]
 
 

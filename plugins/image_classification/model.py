@@ -224,10 +224,10 @@ def pretrained_backbone(config, meta: dict):
     """A keras.applications ImageNet backbone without its top; frozen unless ``fine_tune``."""
     import keras
 
-    from suite.data import _online
+    from suite.data import online
 
     ctor_name, key = PRETRAINED[config.model]
-    if not _weights_cached(key) and (os.environ.get("SUITE_OFFLINE") == "1" or not _online()):
+    if not _weights_cached(key) and not online():
         raise SuiteError(
             f"model {config.model!r} needs ImageNet weights from storage.googleapis.com and there is no network: "
             f"use model=cnn_small, cnn_base or cnn_large, or put the weights file in ~/.keras/models"

@@ -48,10 +48,10 @@ def candidates(meta: dict, uniform: bool, precision: str) -> list[Candidate]:
 
 def resize_policy(sizes) -> str:
     """How images of varying shape become the model's square: ``crop`` (centre square) when nine in ten of the
-    sampled sizes are at most 4:3, so a crop loses at most a quarter of a picture; ``squash`` (resize whole)
+    sampled images are at most 4:3, so a crop loses at most a quarter of a picture; ``squash`` (resize whole)
     when wider shapes are common, where a centre crop would cut off much of the subject."""
-    sizes = list(sizes)
-    if len(sizes) <= 1:
+    sizes = list(sizes.elements() if hasattr(sizes, "elements") else sizes)  # a Counter weighs each image once
+    if len(set(sizes)) <= 1:
         return "squash"  # one size: resizing keeps every pixel's neighbourhood as it is
     near_square = sum(max(h, w) <= (4 / 3) * min(h, w) + 1 for h, w in sizes)
     return "crop" if near_square >= 0.9 * len(sizes) else "squash"

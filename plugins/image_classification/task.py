@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import weakref
+from collections import Counter
 from pathlib import Path
 from typing import Literal
 
@@ -77,8 +78,9 @@ class ImageClassificationConfig(TaskConfig):
 
 
 # ---- data helpers ------------------------------------------------------------------------------------
-def _resolve(config: ImageClassificationConfig, sizes: set[tuple[int, int]], channels: int) -> dict:
-    """Image size, channels and augmentation from the config's values and what the data looks like."""
+def _resolve(config: ImageClassificationConfig, sizes: Counter, channels: int) -> dict:
+    """Image size, channels and augmentation from the config's values and what the data looks like; ``sizes``
+    counts every sampled image's (height, width), so shares and the median weigh each image once."""
     channels = config.channels or channels
     if config.image_size:
         size = config.image_size
@@ -104,7 +106,7 @@ def _resolve(config: ImageClassificationConfig, sizes: set[tuple[int, int]], cha
     aug["fill_mode"] = "constant" if glyphs else "reflect"
     return {"image_size": int(size), "channels": int(channels), "augmentation": aug,
             "resize_policy": resize_policy(sizes),
-            "median_side": int(np.median([min(hw) for hw in sizes])) if sizes else 0}
+            "median_side": int(np.median([min(hw) for hw in sizes.elements()])) if sizes else 0}
 
 
 def _standardise(x: np.ndarray) -> np.ndarray:
@@ -178,24 +180,24 @@ def _list_folder(root: Path) -> dict[str, list[tuple[str, str]]]:
     return {"all": scan_class_folders(root, images.EXTENSIONS)}
 
 
-def _header_sample(files: list[tuple[str, str]], n: int = 256) -> tuple[set[tuple[int, int]], bool]:
+def _header_sample(files: list[tuple[str, str]], n: int = 256) -> tuple[Counter, bool]:
     """Sizes (height, width) and whether all are grey, read from the headers of up to ``n`` files spread over
     the list (PIL opens lazily: no pixel is decoded)."""
     step = max(1, len(files) // n)
     return _header_sample_bytes(path for path, _ in files[::step][:n])
 
 
-def _header_sample_bytes(items) -> tuple[set[tuple[int, int]], bool]:
-    """Sizes and greyness from image headers; ``items`` are paths or encoded bytes."""
+def _header_sample_bytes(items) -> tuple[Counter, bool]:
+    """Sizes (how many images have each) and greyness from image headers; ``items`` are paths or encoded bytes."""
     import io
 
     from PIL import Image
 
-    sizes, grey = set(), True
+    sizes, grey = Counter(), True
     for item in items:
         try:
             with Image.open(io.BytesIO(item) if isinstance(item, bytes) else item) as img:
-                sizes.add((img.height, img.width))
+                sizes[(img.height, img.width)] += 1
                 grey = grey and img.mode in ("L", "I;16", "I", "1", "LA")
         except Exception:  # noqa: BLE001 - an unreadable file is skipped when it is met in training
             continue
@@ -215,6 +217,7 @@ class ImageClassificationTask(ClassificationTask):
                    "scratch, or a fine-tuned ImageNet backbone. Takes any image size, grey or colour.")
     input_kind = "image"
     keras_modules = ("plugins.image_classification.layers",)
+    sample_seconds = 14.0
     sample_description = ("scikit-learn's 1,797 small scanned handwritten digits: it knows only centred digits "
                           "like those, not photos or other objects")
     distill_students = {"small": {"model": "cnn_small"}, "fast": {"model": "cnn_fast"}}
@@ -254,7 +257,7 @@ class ImageClassificationTask(ClassificationTask):
             raise DataSourceError(f"image classification needs at least 2 classes, found {len(names)}")
         x_train = splits["train"][0]
         channels = x_train.shape[-1]
-        sizes = {tuple(splits[k][0].shape[1:3]) for k in splits if len(splits[k][0])}
+        sizes = Counter({tuple(splits[k][0].shape[1:3]): len(splits[k][0]) for k in splits if len(splits[k][0])})
         meta = {"class_names": list(names), **_resolve(config, sizes, channels), "native_size": list(x_train.shape[1:3])}
         if meta["channels"] != channels:  # the config asked for another channel count
             splits = {k: (_convert_channels(x, meta["channels"]), y) for k, (x, y) in splits.items()}
@@ -331,7 +334,7 @@ class ImageClassificationTask(ClassificationTask):
                                   f"or {root}/train/<class>/...")
         sizes, grey = _header_sample(every)
         channels = config.channels or (1 if grey else 3)
-        resolved = _resolve(config.replace(channels=channels), sizes or {(256, 256)}, channels)
+        resolved = _resolve(config.replace(channels=channels), sizes or Counter({(256, 256): 1}), channels)
         side = resolved["image_size"]
         target = next(iter(sizes)) if len(sizes) == 1 else (side, side)
         choice = choose_cache(config.cache, n_examples=len(every), example_bytes=target[0] * target[1] * channels,
@@ -353,7 +356,7 @@ class ImageClassificationTask(ClassificationTask):
         every = [a for arrays, _, _ in decoded.values() for a in arrays]
         grey = all(np.array_equal(a[..., 0], a[..., 1]) and np.array_equal(a[..., 0], a[..., 2]) for a in every)
         channels = 1 if grey else 3
-        sizes = {a.shape[:2] for a in every}
+        sizes = Counter(a.shape[:2] for a in every)
         resolved = _resolve(config.replace(channels=config.channels or channels), sizes, channels)
         # Mixed sizes are resized once here so batches stack; the model resizes again (a no-op then).
         target = next(iter(sizes)) if len(sizes) == 1 else (resolved["image_size"],) * 2
@@ -449,7 +452,7 @@ class ImageClassificationTask(ClassificationTask):
         raws = [raw for _, raw, _ in packed.records(root, shards["train"]).take(256).as_numpy_iterator()]
         sizes, grey = _header_sample_bytes(raws)
         channels = config.channels or (1 if grey else 3)
-        resolved = _resolve(config.replace(channels=channels), sizes or {(256, 256)}, channels)
+        resolved = _resolve(config.replace(channels=channels), sizes or Counter({(256, 256): 1}), channels)
         target = next(iter(sizes)) if len(sizes) == 1 else (resolved["image_size"],) * 2
         choice = choose_cache(config.cache, n_examples=sum(counts.values()),
                               example_bytes=target[0] * target[1] * channels, available_bytes=available_memory())

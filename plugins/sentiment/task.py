@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import socket
 from pathlib import Path
 from typing import Any, Literal
 
@@ -12,7 +11,7 @@ import numpy as np
 
 from plugins.sentiment import data as textdata
 from suite.config import TaskConfig
-from suite.data import DataBundle, DataSource, stratified_split_indices, tfds_load
+from suite.data import DataBundle, DataSource, online, stratified_split_indices, tfds_load
 from suite.errors import ConfigError, DataSourceError, InputError, SuiteError
 from suite.task import ClassificationTask, Example, Explanation
 
@@ -97,16 +96,6 @@ def clean_text(raw: bytes | str, max_chars: int) -> str:
 _CONTROL = {c: " " for c in [*range(0x20), 0x7F, 0x85, 0x2028, 0x2029]}
 
 
-def _online(host: str = "www.kaggle.com") -> bool:
-    if os.environ.get("SUITE_OFFLINE") == "1":
-        return False
-    try:
-        with socket.create_connection((host, 443), timeout=3):
-            return True
-    except OSError:
-        return False
-
-
 class SentimentTask(ClassificationTask):
     name = "sentiment"
     title = "Sentiment analysis"
@@ -126,6 +115,7 @@ class SentimentTask(ClassificationTask):
     upload_types = ("txt",)
     sample_synthetic = True
     keras_modules = ("plugins.sentiment.layers",)
+    sample_seconds = 8.0
     sample_description = ("1,200 generated one-sentence movie reviews built from a few dozen adjectives: it "
                           "knows those words and simple negation, not real reviews")
     sample_overrides = {"model": "cnn", "epochs": 10, "batch_size": 32, "learning_rate": 1e-2, "input_dropout": 0.2, "max_tokens": 5000, "sequence_length": 32, "embedding_dim": 64}
@@ -333,7 +323,7 @@ class SentimentTask(ClassificationTask):
         preset = config.model
         cache = Path(os.environ.get("KAGGLEHUB_CACHE", Path.home() / ".cache" / "kagglehub"))
         cached = any(cache.glob(f"models/keras/*/keras/{preset}"))
-        if not cached and not _online():
+        if not cached and not online("www.kaggle.com"):
             raise SuiteError(
                 f"the KerasHub preset {preset!r} is not downloaded and there is no network: train it on a machine "
                 "with internet once (it is cached in ~/.cache/kagglehub), or pick a from-scratch model "

@@ -23,6 +23,7 @@ from suite.data import DataBundle, DataSource, stratified_split_indices, tfds_lo
 from suite.errors import ConfigError, DataSourceError, InputError
 from suite.streaming import SkipLog, available_memory, choose_cache, decoded, files_key, worker_files
 from suite.task import ClassificationTask, Example, Explanation
+from suite.views import View
 
 SILENCE, UNKNOWN = "_silence_", "_unknown_"
 NOISE_FOLDER = "_background_noise_"
@@ -161,6 +162,7 @@ class SpeechCommandsTask(ClassificationTask):
     upload_types = ("wav", "flac", "ogg")
     sample_synthetic = True
     keras_modules = ("plugins.speech_commands.layers",)
+    sample_seconds = 40.0
     sample_description = ("eight command words spoken by synthetic voices (espeak-ng) over generated noise: "
                           "expect it to miss many real voices and microphones")
     # Validation accuracy on a few hundred clips of the training speakers ties and saturates early, so it kept
@@ -555,6 +557,16 @@ class SpeechCommandsTask(ClassificationTask):
             "frame_times": (np.arange(frames) * fe["frame_step"] + fe["frame_length"] / 2) / rate,
             "mel_frequencies": _mel_centres(fe),
         }
+
+    def input_views(self, x, meta) -> list[View]:
+        """The clip as the model hears it: the waveform over seconds (resampled, padded or trimmed to the
+        model's length) and its log-mel spectrogram, low frequencies at the bottom."""
+        views = self.spectrogram(x, meta)
+        wave, rate = views["waveform"], views["sample_rate"]
+        step = max(1, wave.size // 2000)  # at most ~2,000 points in the chart
+        return [View("line", {"seconds": views["time"][::step], "amplitude": wave[::step]}, x="seconds",
+                     caption=f"Waveform as the model hears it: {wave.size / rate:.2f} s at {rate} Hz"),
+                View("heatmap", views["spectrogram"], caption="Log-mel spectrogram (low frequencies at the bottom)")]
 
     def explain(self, model, x, meta):
         """Gradient saliency of the predicted class with respect to the model's log-mel features."""

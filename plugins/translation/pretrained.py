@@ -35,11 +35,11 @@ def is_local_preset(preset: str) -> bool:
 
 def _require_reachable(preset: str) -> None:
     """A named preset needs Kaggle/Hugging Face; offline that is one clear line, not a download traceback."""
-    from suite.data import _online
+    from suite.data import online
 
     if is_local_preset(preset):
         return
-    if os.environ.get("SUITE_OFFLINE") == "1" or not (_online("www.kaggle.com") or _online("huggingface.co")):
+    if not online("www.kaggle.com", "huggingface.co"):
         raise SuiteError(
             f"pretrained preset {preset!r} must be downloaded from Kaggle/Hugging Face and there is no network; "
             "give a local preset folder or leave `pretrained` empty to train from scratch")

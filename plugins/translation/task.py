@@ -125,6 +125,7 @@ def _split(pairs, config, seed):
 class Translation(Task):
     name = "translation"
     title = "Machine translation"
+    output_title = "Translation"
     description = ("Translate sentences from one language into another with an encoder-decoder Transformer "
                    "trained on your sentence pairs (Tatoeba/Anki TSV or a TFDS translation set).")
     input_kind = "text"
@@ -139,6 +140,7 @@ class Translation(Task):
     upload_types = ("txt",)
     sample_synthetic = True
     keras_modules = ("plugins.translation.model", "plugins.translation.pretrained")
+    sample_seconds = 45.0
     sample_description = ("English number words and their Spanish translations (\"twelve\" -> \"doce\"): it "
                           "knows only English number words, not other sentences")
     monitor = "val_loss"
@@ -369,7 +371,7 @@ class Translation(Task):
             src_tok, _ = self._tokenizers(meta)
             translations, lengths = _texts(forward(strings)), src_tok.tokenize(strings).row_lengths().numpy()
         cap = limit * MAX_CHARS_PER_TOKEN
-        return [{"translation": tr, "truncated": bool(n > limit or len(src) >= cap), "source_tokens": int(n)}
+        return [{"text": tr, "truncated": bool(n > limit or len(src) >= cap), "source_tokens": int(n)}
                 for tr, n, src in zip(translations, lengths, texts, strict=True)]
 
     def postprocess(self, outputs, meta, top_k: int = 5):

@@ -26,6 +26,7 @@ from suite.errors import ExportError, SuiteError, one_line
 from suite.export.formats import BUILDERS, FORMATS, QUANTIZE_MODES, dir_size, load_runner
 from suite.export.signatures import default_serving_signatures, input_specs, probabilities_function
 from suite.export.verify import Held, keras_reference, to_feed, verify_keras_fresh, verify_runner
+from suite.outputs import TEXT
 
 __all__ = ["FORMATS", "QUANTIZE_MODES", "export_run", "parse_formats", "default_serving_signatures",
            "input_specs", "probabilities_function", "read_reports"]
@@ -280,7 +281,7 @@ def _export_one(fmt, run, task, model, meta, held, base, *, signatures, carried,
             if fmt == "keras":
                 verification = verify_keras_fresh(task, path, held)
             else:
-                output_key = "probabilities" if task.output_kind == "classes" else "translation"
+                output_key = "probabilities" if task.output_kind == "classes" else TEXT
                 runner = load_runner(fmt, path, output_key=output_key)
                 if portable is not None:  # the same raw examples, encoded as a device app would
                     runner = _through(portable.encode, runner)

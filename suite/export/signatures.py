@@ -2,7 +2,7 @@
 
 The default serving signature of a classification model takes the model's raw input (pixels, a string, a
 waveform, a feature row) and returns ``probabilities``, ``label`` (the class name) and ``score``. Text tasks
-whose model already returns strings get those passed through as ``translation``; any other text task must
+whose model already returns strings get those passed through as ``text`` (``suite.outputs``); any other text task must
 override :meth:`suite.task.Task.serving_signatures`.
 """
 
@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from suite.errors import ExportError
+from suite.outputs import TEXT
 
 
 @dataclass
@@ -97,6 +98,6 @@ def default_serving_signatures(task, model, meta: dict) -> dict[str, Any]:
 
     @tf.function(input_signature=specs)
     def serving_text(*args):
-        return {"translation": _call(model, args)}
+        return {TEXT: _call(model, args)}
 
     return {"serving_default": serving_text}
