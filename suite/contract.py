@@ -9,20 +9,27 @@ from __future__ import annotations
 import inspect
 import typing
 
-# Every public part of Task and ClassificationTask under the one role it plays. "core" parts are the suite's
-# own helpers: plugins use or inherit them, never override them.
-ROLES: dict[str, tuple[str, ...]] = {
-    "what it is": ("name", "title", "description", "config_class", "keras_modules"),
-    "how it learns": ("load_data", "data_formats", "tfds_examples", "sample_synthetic", "sample_overrides", "plan",
-                      "build_inputs", "build_preprocessor", "build_backbone", "head_dropout", "build_model", "batch",
-                      "loss", "metrics", "optimizer", "monitor", "monitor_mode", "evaluate", "distill_students"),
-    "how it serves": ("output_kind", "decode_input", "stack_inputs", "predict_batch", "predict_encoded",
-                      "postprocess", "explain", "input_notes", "output_notes", "export_limits",
-                      "serving_signatures", "portable_graph"),
-    "how it appears": ("input_kind", "output_title", "upload_types", "examples", "input_views", "page_sections",
-                       "preview", "sample_description", "sample_seconds", "page"),
-    "core": ("REQUIRED_METHODS", "import_keras_objects", "missing_parts", "make_config"),
-}
+# What the task is lives on Task itself; the three roles are its bases (suite/task_learning.py, task_serving.py,
+# task_appearance.py). "core" parts are the suite's own helpers: plugins use or inherit them, never override them.
+IDENTITY = ("name", "title", "description", "config_class", "keras_modules")
+CORE = ("REQUIRED_METHODS", "import_keras_objects", "missing_parts", "make_config")
+
+
+def roles() -> dict[str, tuple[str, ...]]:
+    """Every public part of ``ClassificationTask`` under the one role it plays, from where it is defined (the
+    classifier's own building blocks, ``build_inputs``..., are how it learns)."""
+    from suite.task import ClassificationTask, Learning, Serving, Task
+    from suite.task_appearance import Appearance
+
+    out: dict[str, list[str]] = {"what it is": list(IDENTITY), "how it learns": [], "how it serves": [],
+                                 "how it appears": [], "core": list(CORE)}
+    for role, cls in (("how it learns", Learning), ("how it serves", Serving), ("how it appears", Appearance)):
+        out[role] += [n for n in vars(cls) if not n.startswith("_")]
+    named = {n for names in out.values() for n in names}
+    out["how it learns"] += [n for n in vars(ClassificationTask) if not n.startswith("_") and n not in named
+                             and n not in vars(Task)]
+    return {role: tuple(names) for role, names in out.items()}
+
 
 START, END = "<!-- contract:start -->", "<!-- contract:end -->"
 
@@ -46,7 +53,11 @@ def _describe(klass, name: str, value) -> tuple[str, str]:
     func = value.__func__ if isinstance(value, (classmethod, staticmethod)) else value
     if callable(func):
         sig = str(inspect.signature(func)).replace("'", "")
-        return f"method {sig}", "required" if name in getattr(klass, "REQUIRED_METHODS", ()) else "inherited"
+        from suite.task import ClassificationTask, Task
+
+        if name in ClassificationTask.REQUIRED_METHODS:
+            return f"method {sig}", "required"
+        return f"method {sig}", "required in a plain Task" if name in Task.REQUIRED_METHODS else "inherited"
     hint = typing.get_type_hints(klass).get(name)
     inner = typing.get_args(hint)[0] if typing.get_origin(hint) is typing.ClassVar else hint
     text = getattr(inner, "__name__", None) if inner in (str, bool, int, float) else str(inner)
@@ -55,15 +66,15 @@ def _describe(klass, name: str, value) -> tuple[str, str]:
 
 def reference_table() -> str:
     """The Markdown table of every part of ``ClassificationTask`` (and so of ``Task``), grouped by role."""
-    from suite.task import ClassificationTask, Task
+    from suite.task import ClassificationTask
 
     found = parts(ClassificationTask)
     rows = ["| role | part | type or signature | default |", "|---|---|---|---|"]
-    for role, names in ROLES.items():
+    for role, names in roles().items():
         for name in names:
             klass, value = found[name]
             kind, default = _describe(klass, name, value)
-            where = "" if klass is Task else f" ({klass.__name__})"
+            where = " (ClassificationTask)" if klass is ClassificationTask else ""
             kind, default = (t.replace("|", "\\|") for t in (kind, default))  # a bar would end the cell
             rows.append(f"| {role} | `{name}`{where} | `{kind}` | `{default}` |")
     return "\n".join(rows)
@@ -73,7 +84,7 @@ def unassigned() -> list[str]:
     """Public parts that no role names (a new part must be given one)."""
     from suite.task import ClassificationTask
 
-    named = {n for names in ROLES.values() for n in names}
+    named = {n for names in roles().values() for n in names}
     return sorted(set(parts(ClassificationTask)) - named)
 
 

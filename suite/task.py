@@ -9,88 +9,40 @@ KerasHub's split of a generic base class that owns graph building from concrete 
 
 from __future__ import annotations
 
-import dataclasses
 import importlib
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
 from suite.config import TaskConfig
-from suite.errors import InputError
-from suite.outputs import text_of
+from suite.task_appearance import Appearance, Example
+from suite.task_learning import Learning
+from suite.task_serving import Explanation, Serving
 
 if TYPE_CHECKING:
-    import keras
-    import tensorflow as tf
+    from suite.data import DataBundle
 
-    from suite.budget import TrainingPlan
-    from suite.data import DataBundle, DataSource
-    from suite.export.signatures import PortableGraph
-    from suite.views import View
+__all__ = ["INPUT_KINDS", "OUTPUT_KINDS", "Appearance", "ClassificationTask", "Example", "Explanation", "Learning",
+           "Serving", "Task", "low_confidence"]
 
 INPUT_KINDS = ("image", "text", "audio", "table")
-_ABSTRACT = ("load_data", "build_model", "decode_input", "build_inputs", "build_backbone")
 OUTPUT_KINDS = ("classes", "text")
 
 
-@dataclasses.dataclass
-class Example:
-    """An example input shown in the app and used by tests: ``value`` is what a user would give."""
+class Task(Learning, Serving, Appearance):
+    """Base class of every task plugin: what it is (below), how it learns (``Learning``), how it serves
+    (``Serving``) and how it appears in the app (``Appearance``). Class attributes describe it; methods
+    implement it; docs/PLUGINS.md lists every part with its role, type and default."""
 
-    name: str
-    value: bytes | str
-    expected: str | None = None  # the label a good model should predict, when known
-
-
-@dataclasses.dataclass
-class Explanation:
-    """A task-specific explanation the app knows how to draw.
-
-    kind ``heatmap``: data = {"image": HxWx3 uint8, "heatmap": HxW float in [0, 1]}
-    kind ``tokens``: data = {"tokens": [str], "scores": [float]} (positive pushes toward the prediction)
-    kind ``attention``: data = {"source": [str], "target": [str], "weights": target x source floats}
-    """
-
-    kind: str
-    data: dict[str, Any]
-    caption: str = ""
-
-
-class Task:
-    """Base class of every task plugin. Class attributes describe it; methods implement it."""
-
-    # ---- identity and UI metadata ---------------------------------------------------------------
     name: ClassVar[str] = ""
     title: ClassVar[str] = ""
     description: ClassVar[str] = ""
-    input_kind: ClassVar[str] = ""  # one of INPUT_KINDS: picks the app's input widgets
-    output_kind: ClassVar[str] = "classes"  # one of OUTPUT_KINDS; result schemas in suite.outputs
-    output_title: ClassVar[str] = "Output"  # heading over a text result in the app, e.g. "Translation"
-    # Config overrides that make a good small student for `suite distill` (the first is the default).
-    distill_students: ClassVar[dict[str, dict]] = {}
     config_class: ClassVar[type[TaskConfig]] = TaskConfig
-    data_formats: ClassVar[str] = ""  # one paragraph: the local path layouts load_data accepts
-    tfds_examples: ClassVar[tuple[str, ...]] = ()  # e.g. ("tfds:mnist",)
-    upload_types: ClassVar[tuple[str, ...]] = ()  # file extensions the app's uploader offers
-    sample_synthetic: ClassVar[bool] = False  # the built-in sample is generated, not real data
-    # What the built-in sample is and what a model trained on it can be expected to do, in one plain sentence
-    # (shown beside sample models on the page and in their model card).
-    sample_description: ClassVar[str] = ""
-    # Rough seconds the sample model takes to train on a quiet 2-core machine (0 = unknown): the app balances
-    # its background lanes and its first "ready in ~N s" with it.
-    sample_seconds: ClassVar[float] = 0.0
     # Modules that register the plugin's serializable Keras objects (layers, losses, schedules). The core
     # imports them right before it loads a saved model, not when the plugin registers: listing plugins, the
     # CLI's help and the app's first paint then never import TensorFlow, and a fresh process that loads a
     # ``model.keras`` finds every class however lazily the plugin imports them itself.
     keras_modules: ClassVar[tuple[str, ...]] = ()
-    monitor: ClassVar[str] = "val_accuracy"  # metric that picks the best checkpoint
-    monitor_mode: ClassVar[str] = "max"
-    page: ClassVar[Any] = None  # optional callable(task) drawing a custom Streamlit page
-    # Config overrides that train a usable model on the built-in sample in well under a minute on 2 CPU
-    # cores: the app's one-click "train on the built-in sample" and its first-start sample models use it.
-    sample_overrides: ClassVar[dict[str, Any]] = {}
 
     REQUIRED_METHODS: ClassVar[tuple[str, ...]] = ("load_data", "build_model", "decode_input")
 
@@ -98,153 +50,6 @@ class Task:
         """Import ``keras_modules`` so that their ``register_keras_serializable`` classes are known."""
         for module in self.keras_modules:
             importlib.import_module(module)
-
-    # ---- data ------------------------------------------------------------------------------------
-    def load_data(self, source: DataSource, config: TaskConfig) -> DataBundle:
-        """Read ``source`` into unbatched ``(raw_input, label)`` datasets plus metadata."""
-        raise NotImplementedError
-
-    def batch(self, ds: tf.data.Dataset, batch_size: int, *, training: bool, config: TaskConfig, meta: dict):
-        """Batch a split. Override to bucket by length or to pad; labels may be transformed here."""
-        return ds.batch(batch_size, drop_remainder=False)
-
-    def plan(self, config: TaskConfig, data: DataBundle, explicit: frozenset[str]) -> TrainingPlan | None:
-        """Choose what the user left open from the loaded data (model size, epochs, batch, input size).
-
-        Called once per run after ``load_data``; ``explicit`` names the config fields the user set, which a
-        plan must leave alone (the trainer ignores any value it returns for them). ``suite.budget`` holds the
-        budget-aware choice. The default plans nothing.
-        """
-        return None
-
-    # ---- model -----------------------------------------------------------------------------------
-    def build_model(self, config: TaskConfig, data: DataBundle) -> keras.Model:
-        """A Keras model whose inputs are raw inputs (preprocessing inside, registered layers only)."""
-        raise NotImplementedError
-
-    def loss(self, config: TaskConfig, meta: dict):
-        raise NotImplementedError
-
-    def metrics(self, config: TaskConfig, meta: dict) -> list:
-        return []
-
-    def optimizer(self, config: TaskConfig, steps_per_epoch: int):
-        """AdamW with the config's schedule; tasks with special needs override it."""
-        import keras
-
-        from suite.schedules import make_learning_rate
-
-        lr = make_learning_rate(config, steps_per_epoch)
-        return keras.optimizers.AdamW(learning_rate=lr, weight_decay=config.weight_decay, clipnorm=1.0)
-
-    # ---- prediction --------------------------------------------------------------------------------
-    def decode_input(self, raw: bytes | str, meta: dict) -> np.ndarray:
-        """Turn user input (file bytes or text) into one raw model input; raise InputError if it can't be."""
-        raise NotImplementedError
-
-    def stack_inputs(self, inputs: list[np.ndarray]) -> np.ndarray:
-        """Stack decoded inputs into a batch. Override when inputs vary in shape (pad them)."""
-        if len(inputs) == 1 and isinstance(inputs[0], np.ndarray):
-            return inputs[0][None]  # one example, the common serving case: a view, no copy
-        try:
-            return np.stack(inputs)
-        except ValueError:
-            raise InputError("inputs of different shapes cannot be predicted in one batch") from None
-
-    def predict_batch(self, forward, batch: np.ndarray, meta: dict) -> Any:
-        """Run the model on a batch of decoded inputs. ``forward`` is the compiled model call."""
-        return np.asarray(forward(batch))
-
-    def predict_encoded(self, forward, raw: Any, meta: dict) -> Any | None:
-        """Outputs for one raw input decoded inside a compiled graph, or None to take the Python decode path.
-
-        For inputs whose in-graph decoding gives exactly what ``decode_input`` would (image: a plain 8-bit
-        PNG), one graph call instead of Python decoding; anything unusual, bad or failing returns None, and
-        ``decode_input`` then decodes it or raises the one-line error.
-        """
-        return None
-
-    def postprocess(self, outputs: Any, meta: dict, top_k: int = 5) -> list[dict]:
-        """Turn a batch of outputs into one human-readable dict per input.
-
-        Classification: ``{"label": str, "score": float, "top": [{"label", "score"}, ...]}``.
-        Text output (``output_kind == "text"``): ``{"text": str, ...}``. The schemas: ``suite.outputs``.
-        """
-        raise NotImplementedError
-
-    def explain(self, model: keras.Model, x: np.ndarray, meta: dict) -> Explanation | None:
-        """An optional explanation of the prediction for one decoded input."""
-        return None
-
-    def input_notes(self, raw: Any, meta: dict) -> list[str]:
-        """One plain line per change made to the input on its way in (cropped, resampled, converted to
-        grayscale...), shown beside the prediction. Cheap (headers, not a second decode); never raises."""
-        return []
-
-    def output_notes(self, result: dict, meta: dict) -> list[str]:
-        """One plain line per reason to doubt this prediction (low confidence, a cut input, an empty answer)."""
-        if self.output_kind == "text":
-            notes = []
-            if result.get("truncated"):
-                notes.append("The input was longer than the model reads: only its beginning was used.")
-            if not (text_of(result) or "").strip():
-                notes.append("The model gave no output for this input: it may be unlike anything it was trained on.")
-            return notes
-        return []
-
-    def examples(self, meta: dict) -> list[Example]:
-        """Example inputs for the app's "Try it" tab and for tests."""
-        return []
-
-    def input_views(self, x: np.ndarray, meta: dict) -> list[View]:
-        """Drawings of one decoded input as the model sees it (``suite.views.View``: a waveform over seconds, a
-        spectrogram, a signal's plot), shown under the prediction on the app's page. Default: none."""
-        return []
-
-    def page_sections(self) -> dict[str, Callable[[Any, Any], None]]:
-        """Sections of your own added at the end of tabs of the generic page, ``{tab title: fn(ui, run)}``
-        with tab titles "Try it", "Train", "Evaluate" and "Export"; ``ui`` is the ``streamlit`` module and
-        ``run`` the selected run (None before any). The generic tab stays; to replace the whole page, set
-        ``page``. Default: none."""
-        return {}
-
-    def preview(self, x: Any) -> str | bytes:
-        """A short preview of one raw input for reports: text, or PNG bytes for images."""
-        return str(x)[:200]
-
-    # ---- evaluation ----------------------------------------------------------------------------
-    def evaluate(self, model: keras.Model, ds: tf.data.Dataset, config: TaskConfig, meta: dict,
-                 *, limit: int = 0) -> dict[str, Any]:
-        """Task metrics on an unbatched split. Classification tasks inherit a full report."""
-        raise NotImplementedError
-
-    # ---- export --------------------------------------------------------------------------------
-    def export_limits(self) -> dict[str, str]:
-        """Formats this task's model cannot be carried in, with the one-line reason."""
-        return {}
-
-    def serving_signatures(self, model: keras.Model, meta: dict) -> dict[str, Any]:
-        """SavedModel signatures: name -> ``tf.function`` with an ``input_signature`` of raw inputs.
-
-        ``serving_default`` must be present. The default (``suite.export.signatures``) takes the model's raw
-        inputs and returns ``probabilities``, ``label`` and ``score`` for classification, and passes a string
-        output through as ``text`` for text tasks. Override to add e.g. an encoded-image-bytes signature
-        or to serve a decoding loop.
-        """
-        from suite.export.signatures import default_serving_signatures
-
-        return default_serving_signatures(self, model, meta)
-
-    def portable_graph(self, model: keras.Model, meta: dict) -> PortableGraph | None:
-        """The model with numeric inputs, for TFLite and ONNX when its raw-input graph needs string ops.
-
-        LiteRT's builtin ops and ONNX have no regex, lowercasing or string hash tables, so a model that
-        tokenizes strings inside cannot be carried as it is. A task returns a ``PortableGraph`` (a function of
-        numeric inputs that computes the same probabilities, and the one-line encoder from the raw input,
-        e.g. a text's UTF-8 bytes); the export carries it and verifies it on the same raw examples as the
-        other formats. ``None`` (the default): TFLite and ONNX carry the raw-input graph.
-        """
-        return None
 
     # ---- helpers -------------------------------------------------------------------------------
     @classmethod
@@ -257,11 +62,10 @@ class Task:
             missing.append(f"output_kind (one of {', '.join(OUTPUT_KINDS)})")
         if not (isinstance(cls.config_class, type) and issubclass(cls.config_class, TaskConfig)):
             missing.append("config_class (a TaskConfig subclass)")
+        placeholders = _placeholders()
         for method in cls.REQUIRED_METHODS:
             impl = getattr(cls, method, None)
-            # Still the abstract placeholder from this module's base classes?
-            if impl is None or getattr(impl, "__module__", "") == __name__ and impl.__qualname__.split(".")[0] in (
-                "Task", "ClassificationTask") and method in _ABSTRACT:
+            if impl is None or impl in placeholders:  # still the base classes' NotImplementedError
                 missing.append(method)
         return missing
 
@@ -270,6 +74,12 @@ class Task:
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r}>"
+
+
+def _placeholders() -> set:
+    """The base classes' required methods that only raise NotImplementedError."""
+    return {Learning.load_data, Learning.build_model, Serving.decode_input, ClassificationTask.build_inputs,
+            ClassificationTask.build_backbone}
 
 
 def low_confidence(n_classes: int) -> float:

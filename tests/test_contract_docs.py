@@ -11,7 +11,7 @@ DOC = Path(__file__).resolve().parent.parent / "docs" / "PLUGINS.md"
 
 
 def test_every_public_part_of_the_contract_has_a_role():
-    assert unassigned() == [], "give each new Task part a role in suite/contract.py ROLES"
+    assert unassigned() == [], "a new public part of ClassificationTask needs a role (suite/contract.py roles)"
 
 
 def test_the_docs_reference_table_matches_the_code():
@@ -26,3 +26,4 @@ def test_the_reference_names_every_required_part_and_its_types():
     for name in ("load_data", "decode_input", "build_inputs", "build_backbone"):
         assert any(f"`{name}`" in row and row.endswith("`required` |") for row in table.splitlines()), name
     assert "| how it appears | `output_title` | `str` | `'Output'` |" in table
+    assert any(row.startswith("| how it learns | `build_model` (ClassificationTask)") for row in table.splitlines())

@@ -1,0 +1,58 @@
+"""How a task appears in the app: its input widgets, examples, views of an input, extra page sections (one
+role of the task contract; ``suite.task.Task`` joins the three roles). Nothing here imports Streamlit: the app
+reads these declarations, so a plugin gets a proper page without importing the app (docs/PLUGINS.md, section 4)."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, ClassVar
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from suite.views import View
+
+
+@dataclasses.dataclass
+class Example:
+    """An example input shown in the app and used by tests: ``value`` is what a user would give."""
+
+    name: str
+    value: bytes | str
+    expected: str | None = None  # the label a good model should predict, when known
+
+
+class Appearance:
+    """What the app's generic page reads to draw a task."""
+
+    input_kind: ClassVar[str] = ""  # one of INPUT_KINDS: picks the app's input widgets
+    output_title: ClassVar[str] = "Output"  # heading over a text result in the app, e.g. "Translation"
+    upload_types: ClassVar[tuple[str, ...]] = ()  # file extensions the app's uploader offers
+    # What the built-in sample is and what a model trained on it can be expected to do, in one plain sentence
+    # (shown beside sample models on the page and in their model card).
+    sample_description: ClassVar[str] = ""
+    # Rough seconds the sample model takes to train on a quiet 2-core machine (0 = unknown): the app balances
+    # its background lanes and its first "ready in ~N s" with it.
+    sample_seconds: ClassVar[float] = 0.0
+    page: ClassVar[Any] = None  # optional callable(task) drawing a whole page of its own instead of the generic one
+
+    def examples(self, meta: dict) -> list[Example]:
+        """Example inputs for the app's "Try it" tab and for tests."""
+        return []
+
+    def input_views(self, x: np.ndarray, meta: dict) -> list[View]:
+        """Drawings of one decoded input as the model sees it (``suite.views.View``: a waveform over seconds, a
+        spectrogram, a signal's plot), shown under the prediction on the app's page. Default: none."""
+        return []
+
+    def page_sections(self) -> dict[str, Callable[[Any, Any], None]]:
+        """Sections of your own added at the end of tabs of the generic page, ``{tab title: fn(ui, run)}``
+        with tab titles "Try it", "Train", "Evaluate" and "Export"; ``ui`` is the ``streamlit`` module and
+        ``run`` the selected run (None before any). The generic tab stays; to replace the whole page, set
+        ``page``. Default: none."""
+        return {}
+
+    def preview(self, x: Any) -> str | bytes:
+        """A short preview of one raw input for reports: text, or PNG bytes for images."""
+        return str(x)[:200]
