@@ -15,8 +15,8 @@ if str(_ROOT) not in sys.path:  # `streamlit run apps/app.py` from a checkout th
 
 import streamlit as st  # noqa: E402
 
-from apps import samples, server_log  # noqa: E402
-from apps.common import guard, store  # noqa: E402
+from suite_app import samples, server_log  # noqa: E402
+from suite_app.common import guard, store  # noqa: E402
 
 server_log.install()
 
@@ -38,9 +38,9 @@ if samples.enabled():
 
 # Home and the sidebar draw without TensorFlow (the registry reads plugins without importing it), so the first
 # paint takes a second, not the ten that importing TensorFlow takes; pages that need it import it first.
-from apps import home  # noqa: E402
-from apps.common import registry  # noqa: E402
 from suite.heavy_imports import import_tensorflow_and_keras  # noqa: E402
+from suite_app import home  # noqa: E402
+from suite_app.common import registry  # noqa: E402
 
 
 @st.cache_resource(show_spinner=False)
@@ -84,7 +84,7 @@ def main() -> None:
         with guard("Sample models"):
             _prepare_samples_once(str(store().root))
     task_pages = {}
-    from apps import runs_page, task_page
+    from suite_app import runs_page, task_page
 
     for task in reg.tasks():
         fn = _custom_page(task) if callable(task.page) else _page(task.name, task_page.render, task.name)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from apps import samples
-from apps.common import guard, is_sample, registry, store
+from suite_app import samples
+from suite_app.common import guard, is_sample, registry, store
 
 
 @st.cache_resource(show_spinner="Looking at this machine…")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from apps.common import guard, is_running, is_sample, store
+from suite_app.common import guard, is_running, is_sample, store
 
 
 def render() -> None:
@@ -122,8 +122,8 @@ def import_section() -> None:
     """Upload a ``.keras`` file made elsewhere; it becomes a run only after the checked, isolated import."""
     import datetime as _dt
 
-    from apps import importing
-    from apps.common import registry
+    from suite_app import importing
+    from suite_app.common import registry
 
     st.caption("A `.keras` file made elsewhere. It is checked by its content (its `config.json`: no Lambda or "
                "TFSMLayer, only Keras and registered plugin classes; its zip members: sizes and compression) and "

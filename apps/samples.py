@@ -1,7 +1,7 @@
 """First contact: small "sample models" trained on each plugin's built-in sample when the app first starts.
 
 A newcomer should see a working prediction on every plugin page within two minutes of ``make app``. So the
-first session starts ONE background coordinator (``python -m apps.samples``) before the server has even
+first session starts ONE background coordinator (``python -m suite_app.samples``) before the server has even
 imported TensorFlow. It plans the work into lanes (default: one per CPU core, at most 4), cheapest models
 first so the first pages become usable early, trains lane 0 itself and one child process per other lane.
 Each model is a run named ``sample-<task>`` trained with the plugin's ``sample_overrides``; a page can
@@ -22,9 +22,9 @@ import threading
 import time
 from pathlib import Path
 
-from apps.common import SAMPLE_PREFIX, pid_alive
 from suite import atomic
 from suite.runstore import RunStore
+from suite_app.common import SAMPLE_PREFIX, pid_alive
 
 LOCK_NAME = ".sample-models.lock"
 STATUS_NAME = ".sample-models.json"
@@ -144,7 +144,7 @@ def _remaining(state: dict, task: str, store: RunStore, now: float) -> float:
     if current != "training" or not started:
         return typical
     elapsed = max(0.0, now - float(started))
-    from apps.training import progress
+    from suite_app.training import progress
 
     fraction = progress(store.root / sample_name(task))["fraction"]
     if fraction >= 0.2:
@@ -182,7 +182,7 @@ def describe(state: dict, task: str, store: RunStore) -> str | None:
 
 
 def _progress(store: RunStore, task: str) -> dict:
-    from apps.training import progress
+    from suite_app.training import progress
 
     return progress(store.root / sample_name(task))
 
@@ -220,7 +220,7 @@ def start_background(tasks: list[str] | None, store: RunStore) -> subprocess.Pop
     args = list(tasks) if tasks is not None else ["--auto"]
     with open(store.root / LOG_NAME, "ab") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "apps.samples", *args], stdout=log, stderr=subprocess.STDOUT,
+            [sys.executable, "-m", "suite_app.samples", *args], stdout=log, stderr=subprocess.STDOUT,
             # Same process group as the server: Ctrl-C on `make app` stops it too (the runs resume next time).
             stdin=subprocess.DEVNULL, env=env, close_fds=True,
             cwd=str(Path(__file__).resolve().parent.parent),
@@ -264,7 +264,7 @@ def coordinate(tasks: list[str] | None, store: RunStore) -> dict[str, str]:
         state["plan"] = {}
         state["pid"] = os.getpid()
     env = dict(os.environ, SUITE_HOME=str(store.root.resolve()), PYTHONUNBUFFERED="1")
-    children = [subprocess.Popen([sys.executable, "-m", "apps.samples", "--lane-index", str(i), str(os.getpid())],
+    children = [subprocess.Popen([sys.executable, "-m", "suite_app.samples", "--lane-index", str(i), str(os.getpid())],
                                  env=env, stdin=subprocess.DEVNULL, cwd=str(Path(__file__).resolve().parent.parent))
                 for i in range(1, lanes_n)]
     try:

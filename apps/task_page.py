@@ -13,8 +13,12 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from apps import charts, samples, training
-from apps.common import (
+from suite.errors import InputError, RunError
+from suite.outputs import is_text, text_of
+from suite.runstore import Run
+from suite.strategy import PRECISIONS, STRATEGIES
+from suite_app import charts, samples, training
+from suite_app.common import (
     ACTIVE,
     USABLE_STATUSES,
     get_predictor,
@@ -30,10 +34,6 @@ from apps.common import (
     timed_predict,
     usable_runs,
 )
-from suite.errors import InputError, RunError
-from suite.outputs import is_text, text_of
-from suite.runstore import Run
-from suite.strategy import PRECISIONS, STRATEGIES
 
 EXPORT_FORMATS = ("keras", "saved_model", "tflite", "onnx")
 QUANTIZE = ("none", "float16", "dynamic", "int8")
@@ -214,7 +214,7 @@ def _input_widgets(task, examples) -> tuple[Any, bool]:
         rec = st.audio_input("Record a sound", key=f"{key}:mic")
         raw = rec.getvalue() if rec is not None else None
     if raw is not None:
-        from apps.settings import MAX_PREDICT_UPLOAD_BYTES
+        from suite_app.settings import MAX_PREDICT_UPLOAD_BYTES
 
         if len(raw) > MAX_PREDICT_UPLOAD_BYTES:
             st.error(f"The file is {human_bytes(len(raw))}; the limit for a prediction is "
@@ -226,7 +226,7 @@ def _input_widgets(task, examples) -> tuple[Any, bool]:
 
 def _text_upload(task, key: str) -> None:
     """An uploader whose file, read as UTF-8 text, becomes the text box's content (once per new file)."""
-    from apps.settings import MAX_PREDICT_UPLOAD_BYTES
+    from suite_app.settings import MAX_PREDICT_UPLOAD_BYTES
 
     accepted = ", ".join(task.upload_types)
     up = st.file_uploader(f"Or upload a file ({accepted})", type=list(task.upload_types), key=f"{key}:text_upload")

@@ -13,10 +13,10 @@ import zipfile
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from apps import settings
 from suite.errors import DataSourceError, RunError
 from suite.events import read_events
 from suite.runstore import Run, RunStore, check_name
+from suite_app import settings
 
 LOG_NAME = "app-train.log"
 

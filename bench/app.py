@@ -99,7 +99,7 @@ class Server:
     """``streamlit run apps/app.py`` on 127.0.0.1 in its own process group, with its log in a file."""
 
     def __init__(self, home: Path, workdir: Path, env_extra: dict[str, str] | None = None):
-        from apps.settings import streamlit_flags
+        from suite_app.settings import streamlit_flags
 
         self.port = _free_port()
         self.base = f"http://127.0.0.1:{self.port}"
@@ -515,9 +515,9 @@ def first_contact(workdir: Path, tasks=FIRST_CONTACT_TASKS, timeout: float = 600
 
 def _expected_labels(home: Path, shown: dict) -> None:
     """The first example each page pre-selects, and whether the prediction shown is its expected label."""
-    from apps.samples import sample_name
     from suite.registry import get
     from suite.runstore import RunStore
+    from suite_app.samples import sample_name
 
     for task_name, rec in shown.items():
         with contextlib.suppress(Exception):

@@ -101,8 +101,8 @@ def translation_training(peak: float) -> tuple[list, dict] | None:
     import tensorflow as tf
 
     from bench.common import shared_data
-    from plugins.translation.model import RESERVED, TranslationTransformer
-    from plugins.translation.task import TranslationConfig, read_pairs
+    from suite_plugins.translation.model import RESERVED, TranslationTransformer
+    from suite_plugins.translation.task import TranslationConfig, read_pairs
 
     folder = shared_data("spa-eng")
     if folder is None:
@@ -184,7 +184,7 @@ def run(quick: bool = True) -> str:
             example = next(iter(bundle.train.take(1)))[0].numpy()
             note = "default config"
             if model.inputs[0].dtype == "string":
-                from plugins.sentiment.byte_tokenizer import unrolled_copy
+                from suite_plugins.sentiment.byte_tokenizer import unrolled_copy
 
                 model, example = numeric_part(model, example)
                 model = unrolled_copy(model) if model is not None else None  # loop bodies are not counted

@@ -55,8 +55,8 @@ def run(quick: bool) -> str:
     import keras
 
     from bench.baselines import text_classification as recipe
-    from plugins.sentiment.data import read_table
     from suite.predictor import Predictor, make_forward
+    from suite_plugins.sentiment.data import read_table
 
     train_x, train_y = read_table(folder / "train.tsv")
     dev_x, dev_y = read_table(folder / "dev.tsv")

@@ -135,7 +135,7 @@ def run(quick: bool) -> str:
     folder = shared_data("spa-eng")
     if folder is None:
         return "## Translation\n\nSkipped: shared data `spa-eng/` not found (set SUITE_SHARED_DATA).\n"
-    from plugins.translation.task import read_pairs
+    from suite_plugins.translation.task import read_pairs
 
     s = _settings(quick)
     train_pairs = read_pairs(folder / "train.tsv")
@@ -177,7 +177,7 @@ def refresh_recipe() -> str:
     """Train and score the KerasHub recipe with the saved full run's settings; keep the suite's figures."""
     import datetime
 
-    from plugins.translation.task import read_pairs
+    from suite_plugins.translation.task import read_pairs
 
     data = load_results(NAME)
     folder = shared_data("spa-eng")
@@ -205,10 +205,10 @@ def refresh_serving(run_dir: str) -> str:
 
     import tensorflow as tf
 
-    from plugins.translation.serving import translator_for
-    from plugins.translation.task import read_pairs
     from suite.predictor import Predictor
     from suite.runstore import RunStore
+    from suite_plugins.translation.serving import translator_for
+    from suite_plugins.translation.task import read_pairs
 
     data = load_results(NAME)
     folder = shared_data("spa-eng")
@@ -251,7 +251,7 @@ def beam_latency(model, sentence: str, beam_size: int = 4) -> dict:
     one-graph path (what every call took before XLA)."""
     import tensorflow as tf
 
-    from plugins.translation.serving import Translator
+    from suite_plugins.translation.serving import Translator
 
     tr = Translator(model, compile_after=1, beam_size=beam_size)
     tr([sentence])

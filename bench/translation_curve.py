@@ -48,10 +48,10 @@ def _bleu(hyps: list[str], refs: list[str]) -> dict:
 
 
 def _suite(folder: Path, s: dict, home: Path, test_pairs) -> dict:
-    from plugins.translation.task import _dataset, evaluate_translations
     from suite.registry import get
     from suite.runstore import RunStore
     from suite.trainer import TrainOptions, train
+    from suite_plugins.translation.task import _dataset, evaluate_translations
 
     budget_s = 60 * s["budget_minutes"]
     overrides: dict = {"time_budget_minutes": s["budget_minutes"], "epochs": 40, "eval_limit": 50}
@@ -93,7 +93,7 @@ def run(quick: bool) -> str:
     if folder is None:
         return "## Translation: quality against training time\n\nSkipped: shared data `spa-eng/` not found.\n"
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    from plugins.translation.task import read_pairs
+    from suite_plugins.translation.task import read_pairs
 
     s = _settings(quick)
     train_pairs = read_pairs(folder / "train.tsv")

@@ -203,7 +203,7 @@ def test_tabular_page_predicts_its_example_and_reports_latency(home, registry_of
         assert latency_ms(at) is not None  # measured on the server and shown
     # The model the page loaded is cached (loaded once); a prediction on it is fast. A busy shared CI box
     # can stall any one call, so the best of ten is held to the 100 ms target.
-    from apps.common import get_predictor, timed_predict
+    from suite_app.common import get_predictor, timed_predict
 
     predictor = get_predictor(Run(home / "tab-small"))
     assert get_predictor(Run(home / "tab-small")) is predictor
@@ -485,7 +485,7 @@ def test_runs_page_lists_compares_and_deletes(home, registry_of):
 
 # ---- first-start sample models --------------------------------------------------------------------------
 def test_first_start_prepares_sample_models_for_plugins_without_one(tmp_path, monkeypatch, registry_of):
-    from apps import samples
+    from suite_app import samples
 
     registry_of(tabular())
     store = RunStore(tmp_path / "runs")
@@ -511,7 +511,7 @@ def test_first_start_prepares_sample_models_for_plugins_without_one(tmp_path, mo
 
 
 def test_a_store_with_runs_starts_sample_models_only_for_plugins_without_one(home, monkeypatch, registry_of):
-    from apps import samples
+    from suite_app import samples
 
     registry_of(tabular(), TinyImage())
     started = []
@@ -522,7 +522,7 @@ def test_a_store_with_runs_starts_sample_models_only_for_plugins_without_one(hom
 
 
 def test_only_one_sample_process_at_a_time(tmp_path, registry_of):
-    from apps import samples
+    from suite_app import samples
 
     store = RunStore(tmp_path / "runs")
     store.root.mkdir(parents=True)
@@ -533,7 +533,7 @@ def test_only_one_sample_process_at_a_time(tmp_path, registry_of):
 
 
 def test_sample_lanes_balance_the_work_and_run_cheap_models_first():
-    from apps.samples import plan_lanes
+    from suite_app.samples import plan_lanes
 
     four = ["translation", "speech_commands", "sentiment", "image_classification"]
     lanes = plan_lanes(four, 2)
@@ -545,7 +545,7 @@ def test_sample_lanes_balance_the_work_and_run_cheap_models_first():
 
 
 def _sample_state(store: RunStore, tasks: dict, plan: dict, times: dict | None = None) -> None:
-    from apps import samples
+    from suite_app import samples
 
     store.root.mkdir(parents=True, exist_ok=True)
     (store.root / samples.STATUS_NAME).write_text(json.dumps(
@@ -554,7 +554,7 @@ def _sample_state(store: RunStore, tasks: dict, plan: dict, times: dict | None =
 
 
 def test_sample_eta_counts_the_models_ahead_in_the_same_lane(tmp_path):
-    from apps import samples
+    from suite_app import samples
 
     store = RunStore(tmp_path / "runs")
     now = time.time()
@@ -591,7 +591,7 @@ def test_a_page_shows_its_sample_progress_then_predicts_as_soon_as_its_model_is_
     assert prediction(at) is None
     # The tabular sample model is done; the image one still waits.
     shutil.copytree(trained_root / "tab-small", home / "sample-tabular_classification")
-    import apps.samples as samples
+    import suite_app.samples as samples
 
     (home / "sample-tabular_classification" / "run.json").write_text(json.dumps(
         {**json.loads((trained_root / "tab-small" / "run.json").read_text()), "name": "sample-tabular_classification"}))
@@ -621,7 +621,7 @@ def _zip(members: dict[str, bytes], links=()) -> bytes:
 
 
 def test_zip_upload_is_extracted_safely(tmp_path):
-    from apps.training import extract_zip
+    from suite_app.training import extract_zip
 
     csv = b"a,b,label\n1,2,x\n3,4,y\n"
     path = extract_zip(_zip({"data/train.csv": csv}), tmp_path)
@@ -637,7 +637,7 @@ def test_zip_upload_is_extracted_safely(tmp_path):
 
 # ---- server settings -------------------------------------------------------------------------------
 def test_server_settings_are_safe_and_applied_by_suite_app(monkeypatch):
-    from apps.settings import SERVER_SETTINGS, streamlit_flags
+    from suite_app.settings import SERVER_SETTINGS, streamlit_flags
 
     toml = tomllib.loads((ROOT / ".streamlit" / "config.toml").read_text())
     flat = {f"{section}.{k}": v for section, opts in toml.items() for k, v in opts.items()}
@@ -676,7 +676,7 @@ def test_server_settings_are_safe_and_applied_by_suite_app(monkeypatch):
 
 # ---- explanation drawings --------------------------------------------------------------------------------
 def test_explanation_views_draw_each_kind():
-    from apps import charts
+    from suite_app import charts
 
     image = np.zeros((6, 8, 3), np.uint8)
     heat = np.zeros((3, 4), np.float32)
@@ -700,7 +700,7 @@ def test_input_views_draw_a_line_over_seconds_and_a_heatmap_low_rows_at_the_bott
     heatmap image, low rows at the bottom, each with its caption."""
     from streamlit.testing.v1 import AppTest
 
-    from apps import charts
+    from suite_app import charts
 
     spec = np.zeros((40, 50), np.float32)
     spec[0, :] = 30.0  # energy in the lowest mel band only
@@ -711,8 +711,8 @@ def test_input_views_draw_a_line_over_seconds_and_a_heatmap_low_rows_at_the_bott
     def page():
         import numpy as np
 
-        from apps.task_page import draw_views
         from suite.views import View
+        from suite_app.task_page import draw_views
 
         t = np.arange(16000) / 16000
         draw_views([View("line", {"seconds": t, "amplitude": np.sin(200 * t)}, x="seconds", caption="1.00 s wave"),
@@ -740,7 +740,7 @@ def test_model_loads_in_different_sessions_take_turns(monkeypatch):
     import threading
 
     import suite.predictor
-    from apps import common
+    from suite_app import common
 
     state = {"active": 0, "peak": 0}
     guard = threading.Lock()
@@ -780,7 +780,7 @@ def test_a_browser_closed_mid_send_leaves_no_traceback_but_other_send_errors_are
     from starlette.websockets import WebSocketDisconnected
     from streamlit.web.server.starlette.starlette_websocket import StarletteSessionClient
 
-    from apps import server_log
+    from suite_app import server_log
 
     logger = logging.getLogger(server_log.SEND_LOGGER)
     saved = list(logger.filters)

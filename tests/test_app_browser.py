@@ -67,7 +67,7 @@ def server(tmp_path_factory):
           options=TrainOptions(tensorboard=False))
     port = _free_port()
     env = dict(os.environ, SUITE_HOME=str(root), SUITE_APP_PREPARE_SAMPLES="0", SUITE_PLUGINS=task)
-    from apps.settings import streamlit_flags
+    from suite_app.settings import streamlit_flags
 
     cwd = tmp_path_factory.mktemp("elsewhere")  # not the repo: the settings must come from the flags
     log = open(cwd / "streamlit.log", "wb")  # noqa: SIM115

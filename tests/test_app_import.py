@@ -172,8 +172,8 @@ def test_h5_savedmodel_and_non_models_are_refused_by_content(home, filename, dat
     at = runs_page()
     if not data:
         # An empty upload never reaches the button in a browser; the check itself refuses it.
-        from apps.importing import sniff
         from suite.model_import import ModelImportError
+        from suite_app.importing import sniff
 
         with pytest.raises(ModelImportError, match=pattern):
             sniff(data, filename)
@@ -188,8 +188,8 @@ def test_a_model_trained_by_the_suite_imports_with_its_schedule(home, tmp_path):
     where nothing has imported ``suite.schedules`` before the config check."""
     import keras
 
-    from apps.importing import import_upload
     from suite.schedules import WarmupCosine
+    from suite_app.importing import import_upload
 
     inp = keras.Input((4,), name="features")
     model = keras.Model(inp, keras.layers.Dense(3, activation="softmax")(inp))

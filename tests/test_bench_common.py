@@ -42,7 +42,7 @@ def test_recurrent_layers_are_unrolled_before_counting():
     import keras
 
     from bench.machine import forward_flops
-    from plugins.sentiment.byte_tokenizer import unrolled_copy
+    from suite_plugins.sentiment.byte_tokenizer import unrolled_copy
 
     inputs = keras.Input((12, 6))
     model = keras.Model(inputs, keras.layers.Bidirectional(keras.layers.LSTM(5))(inputs))

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from plugins.image_classification.plan import AUTO_BUDGET_MINUTES, plan_image
-from plugins.image_classification.task import ImageClassificationConfig
 from suite.budget import Candidate, TrainingPlan, choose_by_budget, seconds_per_epoch, target_epochs_for
 from suite.strategy import Hardware, choose_precision, cpu_has_bf16
+from suite_plugins.image_classification.plan import AUTO_BUDGET_MINUTES, plan_image
+from suite_plugins.image_classification.task import ImageClassificationConfig
 
 SMALL, MID, BIG = (Candidate("small", {"width": 1}, 1e6), Candidate("mid", {"width": 2}, 4e6),
                    Candidate("big", {"width": 3}, 16e6))

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image, PngImagePlugin
 
-from plugins.image_classification.images import MAX_PIXELS, MAX_SIDE, decode_image, plain_png
 from suite.errors import InputError
+from suite_plugins.image_classification.images import MAX_PIXELS, MAX_SIDE, decode_image, plain_png
 
 
 def _png(arr: np.ndarray, mode: str | None = None) -> bytes:

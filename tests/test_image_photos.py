@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from plugins.image_classification.images import resize_array
-from plugins.image_classification.plan import augmentation, photo_sizes, resize_policy
+from suite_plugins.image_classification.images import resize_array
+from suite_plugins.image_classification.plan import augmentation, photo_sizes, resize_policy
 
 
 def test_resize_policy_crops_near_square_shapes_and_squashes_wide_ones():
@@ -51,7 +51,7 @@ def test_photos_augment_with_resized_crops_and_colour_digits_do_not():
 def test_random_resized_crop_samples_real_pixels_mirrors_and_resizes_like_keras_at_inference():
     import keras
 
-    from plugins.image_classification.layers import RandomResizedCrop
+    from suite_plugins.image_classification.layers import RandomResizedCrop
 
     ramp = np.tile(np.linspace(0, 1, 40, dtype=np.float32)[None, :, None], (30, 1, 3))[None].repeat(64, 0)
     layer = RandomResizedCrop(16, 16, scale=(1.0, 1.0), ratio=(1.0, 1.0), flip=True, seed=1)
@@ -71,7 +71,7 @@ def test_random_resized_crop_samples_real_pixels_mirrors_and_resizes_like_keras_
 
 
 def test_colour_jitter_changes_colours_in_training_only():
-    from plugins.image_classification.layers import ColorJitter
+    from suite_plugins.image_classification.layers import ColorJitter
 
     x = np.random.default_rng(0).uniform(0.2, 0.8, (8, 12, 12, 3)).astype(np.float32)
     layer = ColorJitter(0.3, seed=0)

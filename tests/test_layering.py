@@ -52,8 +52,8 @@ def test_no_built_in_task_name_in_core_or_app_code():
 
 
 def test_the_app_is_found_through_its_entry_point():
-    from apps.settings import streamlit_flags
     from suite.paths import app_launch_spec
+    from suite_app.settings import streamlit_flags
 
     spec = app_launch_spec()
     assert Path(spec["entry"]) == ROOT / "apps" / "app.py"

@@ -54,7 +54,7 @@ def test_sigterm_to_suite_app_stops_the_server_and_frees_its_port(tmp_path):
 
 _CHILD = """
 import signal, sys, time
-from apps.samples import stop_with_parent
+from suite_app.samples import stop_with_parent
 signal.signal(signal.SIGTERM, lambda *a: (print("TERM", flush=True), sys.exit(0)))
 stop_with_parent(grace_s=5, poll_s=0.1)
 print("READY", flush=True)

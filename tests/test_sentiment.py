@@ -7,10 +7,10 @@ import time
 import numpy as np
 import pytest
 
-from plugins.sentiment.task import SentimentTask
 from suite.data import parse_source
 from suite.errors import ConfigError, DataSourceError, InputError, SuiteError
 from suite.testing import PluginTestSuite
+from suite_plugins.sentiment.task import SentimentTask
 
 SAMPLE = SentimentTask.sample_overrides  # what the app's built-in sample model trains with
 
@@ -79,7 +79,7 @@ class TestSentimentPlugin(PluginTestSuite):
 
 # ---- data sources (no training) --------------------------------------------------------------------------
 def test_sample_is_deterministic_balanced_and_negated():
-    from plugins.sentiment.data import sample_texts
+    from suite_plugins.sentiment.data import sample_texts
 
     texts, labels = sample_texts()
     assert (texts, labels) == sample_texts()
@@ -179,7 +179,7 @@ def test_pretrained_preset_offline_is_one_clear_line(task, tmp_path, monkeypatch
 def test_standardize_splits_punctuation_and_clitics():
     import tensorflow as tf
 
-    from plugins.sentiment.layers import standardize_text
+    from suite_plugins.sentiment.layers import standardize_text
 
     out = standardize_text(tf.constant(["Didn't LIKE it!! It's ÉPIC.<br />a\x00b"])).numpy()[0].decode()
     assert out.split() == ["did", "n't", "like", "it", "!", "!", "it", "'s", "épic", ".", "a", "b"]
@@ -188,7 +188,7 @@ def test_standardize_splits_punctuation_and_clitics():
 def test_fast_adapt_matches_keras_adapt():
     import keras
 
-    from plugins.sentiment.layers import fast_adapt, standardize_text
+    from suite_plugins.sentiment.layers import fast_adapt, standardize_text
 
     texts = np.array(["I loved it!", "didn't like it at all", "great fun, great cast", "awful and boring"] * 3,
                      dtype=object)
@@ -256,7 +256,7 @@ def test_ensemble_members_get_the_gradient_of_their_own_loss():
     import keras
     import tensorflow as tf
 
-    from plugins.sentiment.layers import EnsembleMean, ProbabilityCrossentropy
+    from suite_plugins.sentiment.layers import EnsembleMean, ProbabilityCrossentropy
 
     rng = np.random.default_rng(0)
     logits = [tf.Variable(rng.normal(size=(4, 3)).astype("float32")) for _ in range(2)]

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from plugins.sentiment import byte_tokenizer as bt
-from plugins.sentiment.layers import fast_adapt, standardize_text
+from suite_plugins.sentiment import byte_tokenizer as bt
+from suite_plugins.sentiment.layers import fast_adapt, standardize_text
 
 # Documented limits (module docstring): these tokenize differently, and the export's agreement check shows it.
 LIMITS = ["one<br  />six", "x" * 65, "Ｆullwidth", "İstanbul"]

@@ -152,7 +152,7 @@ def test_header_claiming_hours_is_refused_before_reading(task, monkeypatch):
 @pytest.mark.parametrize("fmt", ["WAV", "FLAC"])
 def test_long_file_is_capped_to_the_first_30_seconds(task, monkeypatch, fmt):
     """Read through numpy (plain WAV) or libsndfile (FLAC), only the first 30 s count: a word after them is unheard."""
-    from plugins.speech_commands import audio
+    from suite_plugins.speech_commands import audio
 
     wave = np.zeros(40 * 8000, np.float32) + 0.01
     wave[35 * 8000 : 35 * 8000 + 4000] = _tone(300.0, 0.5, 8000)
@@ -176,7 +176,7 @@ def _noise(frames, channels, subtype, seed=0):
 @pytest.mark.parametrize("subtype", ["PCM_16", "PCM_32", "FLOAT"])
 @pytest.mark.parametrize("channels", [1, 2, 3])
 def test_plain_wav_skips_libsndfile_and_reads_the_same_samples(fmt, subtype, channels):
-    from plugins.speech_commands import audio
+    from suite_plugins.speech_commands import audio
 
     raw = _encode(_noise(4001, channels, subtype), 11025, fmt, subtype)
     assert audio._plain_wav(raw) is not None  # taken by the numpy reader
@@ -191,7 +191,7 @@ def test_kept_resampler_gives_soxr_one_shot_samples_clip_after_clip_and_across_t
 
     import soxr
 
-    from plugins.speech_commands import audio
+    from suite_plugins.speech_commands import audio
 
     rng = np.random.default_rng(2)
     cases = [(8000, 16000, 2384), (44100, 16000, 44100), (22050, 16000, 5), (8000, 16000, 7000), (48000, 16000, 1)]
@@ -223,7 +223,7 @@ def _with_chunk(raw: bytes, chunk: bytes) -> bytes:
 
 @pytest.mark.parametrize("case", ["odd LIST chunk", "truncated data", "PCM_24", "PCM_U8", "trailing chunk"])
 def test_wav_the_fast_reader_declines_still_reads_like_libsndfile(case):
-    from plugins.speech_commands import audio
+    from suite_plugins.speech_commands import audio
 
     subtype = case if case.startswith("PCM_") and case != "PCM_16" else "PCM_16"
     raw = _encode(_noise(3000, 1, subtype, seed=1), 8000, "WAV", subtype)
@@ -244,7 +244,7 @@ def test_every_spoken_digit_recording_reads_the_same_without_libsndfile():
     """The real recordings (8 kHz PCM WAV) decode identically through both readers."""
     from conftest import shared_data
 
-    from plugins.speech_commands import audio
+    from suite_plugins.speech_commands import audio
 
     files = sorted(shared_data("fsdd", "recordings").glob("*.wav"))
     assert len(files) > 1000
@@ -374,7 +374,7 @@ def _stft_log_mel(wave, fft_length, fmax, frame=400, step=160):
 
 
 def test_log_mel_matches_tf_signal(task):
-    from plugins.speech_commands.layers import LogMelSpectrogram
+    from suite_plugins.speech_commands.layers import LogMelSpectrogram
 
     wave = np.random.default_rng(1).uniform(-0.5, 0.5, (1, CLIP)).astype(np.float32)
     layer = LogMelSpectrogram()
@@ -393,7 +393,7 @@ def test_model_saved_before_the_stft_key_reloads_with_its_dft_front_end(tmp_path
 
     import keras
 
-    from plugins.speech_commands.layers import LogMelSpectrogram
+    from suite_plugins.speech_commands.layers import LogMelSpectrogram
 
     inp = keras.Input((CLIP,))
     model = keras.Model(inp, LogMelSpectrogram(stft="dft", fmax=4000.0, name="log_mel")(inp))
@@ -424,7 +424,7 @@ def test_rfft_front_end_stores_no_kernel_and_converts_to_builtin_tflite(tmp_path
     import tensorflow as tf
     from ai_edge_litert.interpreter import Interpreter
 
-    from plugins.speech_commands.layers import LogMelSpectrogram
+    from suite_plugins.speech_commands.layers import LogMelSpectrogram
 
     layer = LogMelSpectrogram(fmax=4000.0)
     stored = layer._window.size + layer._band_index.size + layer._band_weight.size
@@ -450,7 +450,7 @@ def test_rfft_front_end_stores_no_kernel_and_converts_to_builtin_tflite(tmp_path
 
 
 def test_espeak_synthesises_offline_and_the_sample_is_reproducible(tmp_path):
-    from plugins.speech_commands.sample import synthesize, write_sample_fresh
+    from suite_plugins.speech_commands.sample import synthesize, write_sample_fresh
 
     a = synthesize("yes", "en-us+m1", 170, 50)
     assert 0.1 * RATE < len(a) < RATE and np.abs(a).max() > 0.1
@@ -464,7 +464,7 @@ def test_espeak_synthesises_offline_and_the_sample_is_reproducible(tmp_path):
 
 
 def test_log_mel_at_telephone_band_keeps_only_bins_below_fmax(task):
-    from plugins.speech_commands.layers import LogMelSpectrogram
+    from suite_plugins.speech_commands.layers import LogMelSpectrogram
 
     layer = LogMelSpectrogram(fmax=4000.0)
     assert layer.n_bins < 257 // 2 + 3  # the upper half of the spectrum is dropped before the mel band
@@ -474,7 +474,7 @@ def test_log_mel_at_telephone_band_keeps_only_bins_below_fmax(task):
 
 
 def test_peak_normalised_features_ignore_the_recording_level():
-    from plugins.speech_commands.layers import LogMelSpectrogram
+    from suite_plugins.speech_commands.layers import LogMelSpectrogram
 
     t = np.arange(CLIP) / RATE
     word = (np.sin(2 * np.pi * 300 * t) * (np.abs(t - 0.5) < 0.2)).astype(np.float32)  # a tone, zero-padded
@@ -485,7 +485,7 @@ def test_peak_normalised_features_ignore_the_recording_level():
 
 
 def test_banded_mel_is_the_dense_filterbank():
-    from plugins.speech_commands.layers import mel_band, mel_matrix
+    from suite_plugins.speech_commands.layers import mel_band, mel_matrix
 
     for rate, fft, fmax in ((16000, 512, 4000.0), (16000, 512, 8000.0), (8000, 256, 4000.0), (16000, 400, 7600.0)):
         dense = mel_matrix(40, fft // 2 + 1, rate, 20.0, fmax)
@@ -500,7 +500,7 @@ def test_banded_mel_is_the_dense_filterbank():
 def test_speed_perturbation_shifts_pitch_about_the_centre():
     import tensorflow as tf
 
-    from plugins.speech_commands.task import _resample_about_centre
+    from suite_plugins.speech_commands.task import _resample_about_centre
 
     t = np.arange(CLIP) / RATE
     wave = (np.sin(2 * np.pi * 440 * t) * np.hanning(CLIP)).astype(np.float32)
@@ -513,7 +513,7 @@ def test_speed_perturbation_shifts_pitch_about_the_centre():
 
 
 def test_band_variance_normalisation_gives_every_band_unit_variance():
-    from plugins.speech_commands.layers import PerExampleNormalization
+    from suite_plugins.speech_commands.layers import PerExampleNormalization
 
     x = np.random.default_rng(3).normal(size=(2, 50, 8)).astype(np.float32) * np.arange(1, 9, dtype=np.float32)
     per_band = np.asarray(PerExampleNormalization(per_band=True)(x))
@@ -524,7 +524,7 @@ def test_band_variance_normalisation_gives_every_band_unit_variance():
 
 def test_time_stretch_is_log_uniform_both_ways_and_training_only():
     """A word twice as long must be as likely as one half as long: duration differs most between speakers."""
-    from plugins.speech_commands.layers import RandomStretch
+    from suite_plugins.speech_commands.layers import RandomStretch
 
     frames, bins, width = 101, 4, 20
     x = np.zeros((400, frames, bins), np.float32)
@@ -565,7 +565,7 @@ def test_synthetic_voices_join_the_training_split_only_and_are_cached(task, comm
 def test_synthetic_voices_failure_is_one_line_naming_the_way_out(monkeypatch, tmp_path):
     import subprocess
 
-    from plugins.speech_commands import sample
+    from suite_plugins.speech_commands import sample
 
     monkeypatch.setenv("SUITE_CACHE_DIR", str(tmp_path))
     monkeypatch.setattr(subprocess, "run", lambda *a, **k: subprocess.CompletedProcess(a, 1, "", "no espeak\n"))

@@ -71,7 +71,7 @@ class TestTranslationPlugin(PluginTestSuite):
 
 # ---- data ---------------------------------------------------------------------------------------------
 def test_read_pairs_with_and_without_attribution(tmp_path):
-    from plugins.translation.task import read_pairs
+    from suite_plugins.translation.task import read_pairs
 
     f = tmp_path / "spa.txt"
     f.write_text("Go.\tVe.\tCC-BY 2.0 (France) Attribution: tatoeba.org #2877272\n\nHi.\tHola.\n", encoding="utf-8")
@@ -92,7 +92,7 @@ def _write(path, pairs):
 
 
 def test_single_file_is_split_with_a_seed(mt_task, tmp_path):
-    from plugins.translation.task import _split, read_pairs
+    from suite_plugins.translation.task import _split, read_pairs
 
     pairs = [(f"I have {i} apples.", f"Tengo {i} manzanas.") for i in range(60)]
     _write(tmp_path / "pairs.tsv", pairs)
@@ -126,8 +126,8 @@ def test_folder_layout(mt_task, tmp_path):
 
 
 def test_training_batches_are_bucketed_and_shifted(mt_task):
-    from plugins.translation.model import END_ID, START_ID
     from suite.data import parse_source
+    from suite_plugins.translation.model import END_ID, START_ID
 
     config = mt_task.make_config({**mt_task.sample_overrides, "batch_size": 16})
     bundle = mt_task.load_data(parse_source("sample"), config)
@@ -170,7 +170,7 @@ def test_training_does_not_run_out_of_validation_data(sample_run):
 
 
 def test_sample_numbers_follow_spanish_rules():
-    from plugins.translation.numbers import english, sample_pairs, spanish
+    from suite_plugins.translation.numbers import english, sample_pairs, spanish
 
     assert spanish(0) == "cero" and spanish(16) == "dieciséis" and spanish(22) == "veintidós"
     assert spanish(100) == "cien" and spanish(101) == "ciento uno" and spanish(555) == "quinientos cincuenta y cinco"
@@ -210,7 +210,7 @@ def test_length_cap_bounds_the_output(model):
 
 # ---- the serving path: XLA-compiled decoding per shape bucket ------------------------------------------------
 def test_length_and_batch_buckets():
-    from plugins.translation.serving import bucket, length_buckets
+    from suite_plugins.translation.serving import bucket, length_buckets
 
     assert length_buckets(40) == (8, 16, 32, 40)
     assert length_buckets(8) == (8,) and length_buckets(5) == (5,)
@@ -221,7 +221,7 @@ def test_length_and_batch_buckets():
 
 def test_source_ids_are_padded_to_their_bucket_in_graph(model):
     """Extra columns are PAD (masked by the encoder), extra rows repeat the first row (real input)."""
-    from plugins.translation.serving import Translator, bucket
+    from suite_plugins.translation.serving import Translator, bucket
 
     tr = Translator(model)
     for texts in (["seven"], SENTENCES[:3], SENTENCES, SENTENCES * 11, ["one two three " * 40]):
@@ -241,7 +241,7 @@ def test_compiled_decoding_gives_the_graphs_translations(model, beam_size):
 
     import tensorflow as tf
 
-    from plugins.translation.serving import Translator, bucket
+    from suite_plugins.translation.serving import Translator, bucket
 
     graph = tf.function(lambda s: (model.translate(s, beam_size=beam_size), model.tokenize_source(s)[1]),
                         input_signature=[tf.TensorSpec([None], tf.string)], autograph=False)
@@ -273,7 +273,7 @@ def test_compiled_decoding_gives_the_graphs_translations(model, beam_size):
 def test_a_failure_on_a_compiled_shape_falls_back_to_the_graph(model, caplog):
     import tensorflow as tf
 
-    from plugins.translation.serving import Translator
+    from suite_plugins.translation.serving import Translator
 
     tr = Translator(model, compile_after=1)
     want = tr(["seven"])
@@ -289,7 +289,7 @@ def test_a_failure_on_a_compiled_shape_falls_back_to_the_graph(model, caplog):
 
 
 def test_a_shape_is_compiled_only_once_seen_twice(model):
-    from plugins.translation.serving import Translator
+    from suite_plugins.translation.serving import Translator
 
     tr = Translator(model)
     tr(["seven"])
@@ -302,7 +302,7 @@ def test_a_shape_is_compiled_only_once_seen_twice(model):
 def test_one_translator_per_predictor_and_an_env_switch_keeps_the_graph(model, monkeypatch):
     from types import SimpleNamespace
 
-    from plugins.translation import serving
+    from suite_plugins.translation import serving
 
     forward = SimpleNamespace(model=model)  # what a predictor's compiled call carries
     monkeypatch.setenv("SUITE_TRANSLATION_XLA", "0")
@@ -314,7 +314,7 @@ def test_one_translator_per_predictor_and_an_env_switch_keeps_the_graph(model, m
 
 
 def test_xla_failure_falls_back_to_the_graph_for_good(model, caplog):
-    from plugins.translation.serving import Translator
+    from suite_plugins.translation.serving import Translator
 
     tr = Translator(model, compile_after=1)
 
@@ -338,7 +338,7 @@ def test_predict_truncates_long_text_and_says_so(pred):
 
 
 def test_unseen_characters_and_one_megabyte(pred):
-    from plugins.translation.serving import translator_for
+    from suite_plugins.translation.serving import translator_for
 
     [r] = pred.predict(["😀 漢字 ñandú"])
     assert isinstance(r["text"], str)
@@ -426,7 +426,7 @@ def test_pretrained_preset_offline_is_one_clear_line(mt_task, monkeypatch):
 
 def test_app_examples_spread_over_the_test_split():
     """Sorted files (the sample by number, Anki's spa.txt by length) put their least typical pairs first."""
-    from plugins.translation.task import _spread
+    from suite_plugins.translation.task import _spread
 
     pairs = [(f"s{i}", f"t{i}") for i in range(100)]
     assert _spread(pairs) == [pairs[i] for i in (0, 20, 40, 60, 80)]

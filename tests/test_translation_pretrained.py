@@ -140,7 +140,7 @@ def test_missing_local_preset_offline_is_one_clear_line(mt_task, monkeypatch, tm
 
 
 def test_a_folder_that_is_not_a_preset_is_one_clear_line(tmp_path):
-    from plugins.translation.pretrained import load_seq2seq
+    from suite_plugins.translation.pretrained import load_seq2seq
 
     (tmp_path / "config.json").write_text("{}", encoding="utf-8")
     with pytest.raises(SuiteError, match="could not load the seq2seq preset") as err:

@@ -2,6 +2,6 @@
 
 
 def register(register):
-    from plugins.image_classification.task import ImageClassificationTask
+    from suite_plugins.image_classification.task import ImageClassificationTask
 
     register(ImageClassificationTask())

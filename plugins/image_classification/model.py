@@ -56,7 +56,7 @@ def colour_layer(aug: dict):
     c = float(aug.get("color", 0) or 0)
     if c <= 0:
         return None
-    from plugins.image_classification.layers import ColorJitter
+    from suite_plugins.image_classification.layers import ColorJitter
 
     return ColorJitter(c, name="aug_color")
 
@@ -73,7 +73,7 @@ def resize_layer(size: int, aug: dict, policy: str):
 
     crop = policy == "crop"
     if float(aug.get("crop_scale", 0) or 0) > 0:
-        from plugins.image_classification.layers import RandomResizedCrop
+        from suite_plugins.image_classification.layers import RandomResizedCrop
 
         return RandomResizedCrop(size, size, scale=(float(aug["crop_scale"]), 1.0), crop_to_aspect_ratio=crop,
                                  flip=_flip_in_crop(aug), name="resize")

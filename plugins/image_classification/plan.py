@@ -9,8 +9,8 @@ label smoothing 0.2, flips and small translations (docs/BENCHMARKS.md has the me
 
 from __future__ import annotations
 
-from plugins.image_classification.model import FAST_WIDTHS, fast_forward_macs
 from suite.budget import Candidate, TrainingPlan, choose_by_budget, target_epochs_for
+from suite_plugins.image_classification.model import FAST_WIDTHS, fast_forward_macs
 
 # With no time_budget_minutes, a photo data set gets this much: CIFAR-10's 45,000 training images reach
 # their accuracy bar with room to spare, and a slower machine still stops by the budget.

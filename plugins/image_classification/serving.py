@@ -2,7 +2,7 @@
 
 For a 28x28 digit the Python decode (PIL) cost 0.3-0.4 ms next to a 1.4 ms forward call when calls alternate
 with other work (caches cold), against 0.04-0.07 ms for ``tf.io.decode_png`` inside the same graph. Only files
-that :func:`plugins.image_classification.images.plain_png` accepts come here, so the pixels are the same.
+that :func:`suite_plugins.image_classification.images.plain_png` accepts come here, so the pixels are the same.
 """
 
 from __future__ import annotations

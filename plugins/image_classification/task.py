@@ -11,8 +11,12 @@ from typing import Literal
 
 import numpy as np
 
-from plugins.image_classification import images
-from plugins.image_classification.model import (
+from suite.config import TaskConfig
+from suite.data import DataBundle, DataSource, stratified_split_indices, tfds_load
+from suite.errors import ConfigError, DataSourceError, InputError
+from suite.task import ClassificationTask, Example, Explanation
+from suite_plugins.image_classification import images
+from suite_plugins.image_classification.model import (
     POOL,
     PRETRAINED,
     SCRATCH,
@@ -21,11 +25,7 @@ from plugins.image_classification.model import (
     pretrained_backbone,
     scratch_backbone,
 )
-from plugins.image_classification.plan import resize_policy
-from suite.config import TaskConfig
-from suite.data import DataBundle, DataSource, stratified_split_indices, tfds_load
-from suite.errors import ConfigError, DataSourceError, InputError
-from suite.task import ClassificationTask, Example, Explanation
+from suite_plugins.image_classification.plan import resize_policy
 
 ModelName = Literal["auto", "cnn_fast", "cnn_small", "cnn_base", "cnn_large", "mobilenet_v3_small",
                     "mobilenet_v3_large", "efficientnet_b0", "efficientnetv2_b0"]
@@ -216,7 +216,7 @@ class ImageClassificationTask(ClassificationTask):
     description = ("Classify photos, scans or digits into your classes: a small residual CNN trained from "
                    "scratch, or a fine-tuned ImageNet backbone. Takes any image size, grey or colour.")
     input_kind = "image"
-    keras_modules = ("plugins.image_classification.layers",)
+    keras_modules = ("suite_plugins.image_classification.layers",)
     sample_seconds = 14.0
     sample_description = ("scikit-learn's 1,797 small scanned handwritten digits: it knows only centred digits "
                           "like those, not photos or other objects")
@@ -514,9 +514,9 @@ class ImageClassificationTask(ClassificationTask):
 
     # ---- plan ----------------------------------------------------------------------------------------
     def plan(self, config, data, explicit):
-        from plugins.image_classification.plan import is_glyphs, plan_image
         from suite.budget import measure_flops_per_s
         from suite.strategy import cpu_has_bf16
+        from suite_plugins.image_classification.plan import is_glyphs, plan_image
 
         if is_glyphs(data.meta) and config.model in ("auto", "cnn_base"):  # no probe needed
             return plan_image(config, data.meta, int(data.counts.get("train") or 1), explicit, flops_per_s=1.0)
@@ -543,7 +543,7 @@ class ImageClassificationTask(ClassificationTask):
             return super().build_model(config, data)
         import dataclasses as dc
 
-        from plugins.image_classification.model import whitening_kernel
+        from suite_plugins.image_classification.model import whitening_kernel
 
         sample = _pixel_sample(data.train, int(data.meta["image_size"]))
         mean, var = sample.mean(axis=(0, 1, 2)), sample.var(axis=(0, 1, 2)) + 1e-6
@@ -595,7 +595,7 @@ class ImageClassificationTask(ClassificationTask):
         raw = bytes(raw)
         if getattr(forward, "model", None) is None or not images.plain_png(raw, channels):
             return None
-        from plugins.image_classification.serving import png_forward
+        from suite_plugins.image_classification.serving import png_forward
 
         try:
             return np.asarray(png_forward(forward, channels)(raw))

@@ -2,6 +2,6 @@
 
 
 def register(register):
-    from plugins.sentiment.task import SentimentTask
+    from suite_plugins.sentiment.task import SentimentTask
 
     register(SentimentTask())

@@ -9,11 +9,11 @@ from typing import Any, Literal
 
 import numpy as np
 
-from plugins.sentiment import data as textdata
 from suite.config import TaskConfig
 from suite.data import DataBundle, DataSource, online, stratified_split_indices, tfds_load
 from suite.errors import ConfigError, DataSourceError, InputError, SuiteError
 from suite.task import ClassificationTask, Example, Explanation
+from suite_plugins.sentiment import data as textdata
 
 SCRATCH = ("ensemble", "tfidf_linear", "tfidf_mlp", "cnn", "bilstm", "transformer")
 PRESETS = ("bert_tiny_en_uncased", "bert_small_en_uncased", "bert_base_en_uncased", "distil_bert_base_en_uncased",
@@ -114,7 +114,7 @@ class SentimentTask(ClassificationTask):
     tfds_examples = ("tfds:imdb_reviews", "tfds:glue/sst2")
     upload_types = ("txt",)
     sample_synthetic = True
-    keras_modules = ("plugins.sentiment.layers",)
+    keras_modules = ("suite_plugins.sentiment.layers",)
     sample_seconds = 8.0
     sample_description = ("1,200 generated one-sentence movie reviews built from a few dozen adjectives: it "
                           "knows those words and simple negation, not real reviews")
@@ -235,7 +235,7 @@ class SentimentTask(ClassificationTask):
         """
         import keras
 
-        from plugins.sentiment.layers import EnsembleMean
+        from suite_plugins.sentiment.layers import EnsembleMean
 
         inputs = self.build_inputs(config, data.meta)
         n_classes = len(data.meta["class_names"])
@@ -263,7 +263,7 @@ class SentimentTask(ClassificationTask):
         """TextVectorization fitted on the training texts: TF-IDF n-grams, or token ids for sequence models."""
         import keras
 
-        from plugins.sentiment.layers import fast_adapt, standardize_text
+        from suite_plugins.sentiment.layers import fast_adapt, standardize_text
 
         texts = np.concatenate([np.asarray(b) for b in data.train.map(lambda x, y: x).batch(8192)]) \
             if data.train is not None else np.zeros(0, object)
@@ -345,7 +345,7 @@ class SentimentTask(ClassificationTask):
 
     def loss(self, config: SentimentConfig, meta: dict):
         if config.model == "ensemble":  # see EnsembleMean: members learn from their own errors
-            from plugins.sentiment.layers import ProbabilityCrossentropy
+            from suite_plugins.sentiment.layers import ProbabilityCrossentropy
 
             return ProbabilityCrossentropy(label_smoothing=config.label_smoothing)
         return super().loss(config, meta)
@@ -405,6 +405,6 @@ class SentimentTask(ClassificationTask):
 
     def portable_graph(self, model, meta):
         """TFLite and ONNX take the text's UTF-8 bytes: the tokenizer is rebuilt in integer ops."""
-        from plugins.sentiment.byte_tokenizer import portable_graph
+        from suite_plugins.sentiment.byte_tokenizer import portable_graph
 
         return portable_graph(model)

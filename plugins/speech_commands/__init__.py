@@ -2,6 +2,6 @@
 
 
 def register(register):
-    from plugins.speech_commands.task import SpeechCommandsTask
+    from suite_plugins.speech_commands.task import SpeechCommandsTask
 
     register(SpeechCommandsTask())

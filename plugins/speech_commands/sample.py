@@ -8,7 +8,7 @@ training split never hears.
 
 espeak-ng keeps state between utterances (its pitch flutter and random jitter), so an utterance depends on
 what the process said before. The sample is therefore written by a fresh interpreter
-(``python -m plugins.speech_commands.sample OUT``) that says the same words in the same order every time:
+(``python -m suite_plugins.speech_commands.sample OUT``) that says the same words in the same order every time:
 the files are byte-identical across runs and machines with the same espeak-ng build.
 """
 
@@ -113,7 +113,7 @@ def synthesize(text: str, voice: str = "en-us+m1", rate: int = 170, pitch: int =
                sample_rate: int = SAMPLE_RATE) -> np.ndarray:
     """Speak ``text`` with espeak-ng; float32 samples at ``sample_rate``, leading/trailing silence trimmed."""
     global _engine
-    from plugins.speech_commands.audio import resample
+    from suite_plugins.speech_commands.audio import resample
 
     with _lock:
         if _engine is None:
@@ -188,7 +188,7 @@ def ensure_sample() -> Path:
 
 def write_sample_fresh(root: Path, voices: int = len(VOICES), words: tuple[str, ...] = WORDS + UNKNOWN_WORDS) -> None:
     """Write the sample into the existing empty folder ``root`` from a fresh interpreter (see the module doc)."""
-    cmd = [sys.executable, "-m", "plugins.speech_commands.sample", str(root), str(voices), ",".join(words)]
+    cmd = [sys.executable, "-m", "suite_plugins.speech_commands.sample", str(root), str(voices), ",".join(words)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     if proc.returncode != 0:
         tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
@@ -268,7 +268,7 @@ def voice_clips(words: list[str], per_word: int, sample_rate: int) -> dict[str, 
         out[word] = [str(p) for p in paths]
     if todo:
         root.mkdir(parents=True, exist_ok=True)
-        cmd = [sys.executable, "-m", "plugins.speech_commands.sample", "--voices", str(root), str(per_word),
+        cmd = [sys.executable, "-m", "suite_plugins.speech_commands.sample", "--voices", str(root), str(per_word),
                str(sample_rate), "\x1f".join(todo)]
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
         if proc.returncode != 0:

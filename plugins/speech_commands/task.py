@@ -17,13 +17,13 @@ from typing import Any, Literal
 
 import numpy as np
 
-from plugins.speech_commands import audio
 from suite.config import TaskConfig
 from suite.data import DataBundle, DataSource, stratified_split_indices, tfds_load
 from suite.errors import ConfigError, DataSourceError, InputError
 from suite.streaming import SkipLog, available_memory, choose_cache, decoded, files_key, worker_files
 from suite.task import ClassificationTask, Example, Explanation
 from suite.views import View
+from suite_plugins.speech_commands import audio
 
 SILENCE, UNKNOWN = "_silence_", "_unknown_"
 NOISE_FOLDER = "_background_noise_"
@@ -161,7 +161,7 @@ class SpeechCommandsTask(ClassificationTask):
     tfds_examples = ("tfds:speech_commands",)
     upload_types = ("wav", "flac", "ogg")
     sample_synthetic = True
-    keras_modules = ("plugins.speech_commands.layers",)
+    keras_modules = ("suite_plugins.speech_commands.layers",)
     sample_seconds = 40.0
     sample_description = ("eight command words spoken by synthetic voices (espeak-ng) over generated noise: "
                           "expect it to miss many real voices and microphones")
@@ -183,7 +183,7 @@ class SpeechCommandsTask(ClassificationTask):
         if source.kind == "tfds":
             return self._load_tfds(source, config)
         if source.kind == "sample":
-            from plugins.speech_commands.sample import WORDS, ensure_sample
+            from suite_plugins.speech_commands.sample import WORDS, ensure_sample
 
             root = ensure_sample()
             if not config.words:
@@ -369,7 +369,7 @@ class SpeechCommandsTask(ClassificationTask):
         """(wav path, label) of the espeak-ng renditions of each speakable class name (``synthetic_voices``)."""
         if not config.synthetic_voices:
             return []
-        from plugins.speech_commands.sample import speakable, voice_clips
+        from suite_plugins.speech_commands.sample import speakable, voice_clips
 
         words = [c for c in class_names if speakable(c)]
         clips = voice_clips(words, config.synthetic_voices, config.sample_rate) if words else {}
@@ -396,7 +396,7 @@ class SpeechCommandsTask(ClassificationTask):
         cache_key = f"{key}@{config.sample_rate}"
         if cache_key not in self._noise_cache:
             if key == "generated":
-                from plugins.speech_commands.sample import noise_bank
+                from suite_plugins.speech_commands.sample import noise_bank
 
                 bank = noise_bank(config.sample_rate)
             else:
@@ -446,7 +446,7 @@ class SpeechCommandsTask(ClassificationTask):
         return keras.Input(shape=(int(meta["clip_samples"]),), dtype="float32", name="waveform")
 
     def build_preprocessor(self, config, data):
-        from plugins.speech_commands import layers as L
+        from suite_plugins.speech_commands import layers as L
 
         front = L.LogMelSpectrogram(**data.meta["frontend"], name="log_mel")
         norm = L.PerExampleNormalization(per_band=config.band_variance_norm, name="normalize")
@@ -524,7 +524,7 @@ class SpeechCommandsTask(ClassificationTask):
         for ex in meta.get("examples", []):
             path = Path(ex["path"])
             if not path.is_file() and meta.get("data") == "sample":
-                from plugins.speech_commands.sample import ensure_sample
+                from suite_plugins.speech_commands.sample import ensure_sample
 
                 ensure_sample()
             if path.is_file():
@@ -544,7 +544,7 @@ class SpeechCommandsTask(ClassificationTask):
     # ---- explanation and drawing ----------------------------------------------------------------------------
     def spectrogram(self, x, meta) -> dict[str, Any]:
         """Arrays for the app to draw: the waveform, its log-mel spectrogram (mel x frames), and their axes."""
-        from plugins.speech_commands.layers import LogMelSpectrogram
+        from suite_plugins.speech_commands.layers import LogMelSpectrogram
 
         fe = {"stft": "dft", **meta["frontend"], "n_mfcc": 0}  # runs saved before "stft" existed used "dft"
         wave = np.asarray(x, np.float32).reshape(-1)

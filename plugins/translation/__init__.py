@@ -2,6 +2,6 @@
 
 
 def register(register):
-    from plugins.translation.task import Translation
+    from suite_plugins.translation.task import Translation
 
     register(Translation())

@@ -1,7 +1,7 @@
 """Fine-tuning a pretrained KerasHub seq2seq preset (BART, T5) as a strings-to-strings translation model.
 
 ``PretrainedTranslator`` wraps a ``keras_hub.models.Seq2SeqLM`` (its backbone *and* its preprocessor) so that it
-behaves like the from-scratch :class:`~plugins.translation.model.TranslationTransformer`:
+behaves like the from-scratch :class:`~suite_plugins.translation.model.TranslationTransformer`:
 
 * called on the preprocessor's token dict it returns next-token logits (what ``fit`` trains);
 * called on a batch of strings it tokenizes, decodes with a KerasHub sampler and the preset's key/value cache,
@@ -22,8 +22,8 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
-from plugins.translation.model import StringToString
 from suite.errors import ConfigError, SuiteError
+from suite_plugins.translation.model import StringToString
 
 _COUNTED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> its compiled translate-and-count
 PRESETS_HINT = "bart_base_en, t5_small_multi, or a local folder saved with Seq2SeqLM.save_to_preset"

@@ -139,7 +139,7 @@ class Translation(Task):
     tfds_examples = ("tfds:ted_hrlr_translate/pt_to_en", "tfds:wmt14_translate/de-en")
     upload_types = ("txt",)
     sample_synthetic = True
-    keras_modules = ("plugins.translation.model", "plugins.translation.pretrained")
+    keras_modules = ("suite_plugins.translation.model", "suite_plugins.translation.pretrained")
     sample_seconds = 45.0
     sample_description = ("English number words and their Spanish translations (\"twelve\" -> \"doce\"): it "
                           "knows only English number words, not other sentences")
@@ -160,7 +160,7 @@ class Translation(Task):
     def load_data(self, source: DataSource, config: TranslationConfig) -> DataBundle:
         synthetic = False
         if source.kind == "sample":
-            from plugins.translation.numbers import sample_pairs
+            from suite_plugins.translation.numbers import sample_pairs
 
             pairs = sample_pairs()
             if config.reverse:
@@ -220,7 +220,7 @@ class Translation(Task):
         return DataBundle(train, val, test, meta, counts=counts)
 
     def _make_meta(self, config, sources, targets, test_pairs) -> dict[str, Any]:
-        from plugins.translation.model import learn_vocabulary
+        from suite_plugins.translation.model import learn_vocabulary
 
         shown = _spread(test_pairs)
         meta = {
@@ -242,14 +242,14 @@ class Translation(Task):
         }
 
     def _preprocessor(self, preset: str):
-        from plugins.translation.pretrained import load_preprocessor
+        from suite_plugins.translation.pretrained import load_preprocessor
 
         if preset not in self._preprocessors:
             self._preprocessors[preset] = load_preprocessor(preset)
         return self._preprocessors[preset]
 
     def _tokenizers(self, meta):
-        from plugins.translation.model import WordPiece
+        from suite_plugins.translation.model import WordPiece
 
         key = (len(meta["source_vocab"]), len(meta["target_vocab"]), hash(tuple(meta["source_vocab"][:200])),
                hash(tuple(meta["target_vocab"][:200])), bool(meta.get("lowercase")))
@@ -268,10 +268,10 @@ class Translation(Task):
         """
         import tensorflow as tf
 
-        from plugins.translation.model import END_ID, START_ID
+        from suite_plugins.translation.model import END_ID, START_ID
 
         if meta.get("pretrained"):
-            from plugins.translation.pretrained import batch_pairs
+            from suite_plugins.translation.pretrained import batch_pairs
 
             return batch_pairs(ds, self._preprocessor(meta["pretrained"]), batch_size,
                                config.source_sequence_length, config.target_sequence_length, training=training)
@@ -309,10 +309,10 @@ class Translation(Task):
 
     # ---- model ---------------------------------------------------------------------------------------
     def build_model(self, config: TranslationConfig, data: DataBundle):
-        from plugins.translation.model import TranslationTransformer
+        from suite_plugins.translation.model import TranslationTransformer
 
         if config.pretrained:
-            from plugins.translation.pretrained import build_translator
+            from suite_plugins.translation.pretrained import build_translator
 
             return build_translator(config.pretrained, config)  # offline and not a local folder: one line
         meta = data.meta
@@ -324,12 +324,12 @@ class Translation(Task):
             max_decode_length=config.max_decode_length, lowercase=config.lowercase, name="translation")
 
     def loss(self, config, meta):
-        from plugins.translation.model import MaskedSparseCrossEntropy
+        from suite_plugins.translation.model import MaskedSparseCrossEntropy
 
         return MaskedSparseCrossEntropy(label_smoothing=config.label_smoothing, pad_id=int(meta.get("pad_id", 0)))
 
     def metrics(self, config, meta):
-        from plugins.translation.model import MaskedTokenAccuracy
+        from suite_plugins.translation.model import MaskedTokenAccuracy
 
         return [MaskedTokenAccuracy(name="accuracy", pad_id=int(meta.get("pad_id", 0)))]
 
@@ -358,7 +358,7 @@ class Translation(Task):
         limit = int(meta.get("source_sequence_length", 40))
         model = getattr(forward, "model", None)  # the predictor attaches its model to the compiled call
         if not meta.get("pretrained") and hasattr(model, "tokenize_source"):  # the built-in Transformer
-            from plugins.translation.serving import translator_for
+            from suite_plugins.translation.serving import translator_for
 
             translations, lengths = translator_for(forward)(texts)  # XLA-compiled decoding once warm
         elif meta.get("pretrained") and hasattr(model, "translate_with_counts"):
@@ -385,7 +385,7 @@ class Translation(Task):
         return results
 
     def explain(self, model, x, meta):
-        from plugins.translation.model import cross_attention_map
+        from suite_plugins.translation.model import cross_attention_map
 
         if meta.get("pretrained"):
             return None  # the map reads the built-in Transformer's decoder; presets have no explanation view
