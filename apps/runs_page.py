@@ -99,7 +99,8 @@ def compare(names: list[str]) -> None:
     metrics = sorted({k for r in rows for k in r["metrics"]})
     table = {"status": [r["status"] for r in rows], "task": [r["task"] for r in rows],
              "distilled from": [_teacher(r["name"]) for r in rows],
-             "model.keras (MB)": [_model_mb(r["name"]) for r in rows]}
+             "model.keras (MB)": [_model_mb(r["name"]) for r in rows],
+             "one input, warm (ms)": [r.get("serving_latency_ms_p50") or "-" for r in rows]}
     table.update({f"config: {k}": [str(r["config"].get(k)) for r in rows] for k in differing})
     table.update({m: [_rounded(r["metrics"].get(m)) for r in rows] for m in metrics})
     df = pd.DataFrame(table, index=[r["name"] for r in rows]).T.astype(str)

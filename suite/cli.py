@@ -526,6 +526,7 @@ def runs_compare(refs, as_json):
     metrics = sorted({k for r in rows for k in r["metrics"]})
     header = ["", *[r["name"] for r in rows]]
     table = [header, ["status", *[r["status"] for r in rows]]]
+    table += [["serving ms (p50)", *[str(r.get("serving_latency_ms_p50") or "-") for r in rows]]]
     table += [[k, *[str(r["config"].get(k)) for r in rows]] for k in differing]
     table += [[m, *[f"{r['metrics'].get(m, float('nan')):.4f}" for r in rows]] for m in metrics]
     widths = [max(len(str(row[i])) for row in table) for i in range(len(header))]

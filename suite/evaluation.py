@@ -103,3 +103,25 @@ def classification_report(task, model, ds, config, meta: dict, *, limit: int = 0
     report = classification_metrics(probs, labels, meta["class_names"])
     report["confident_mistakes"] = confident_mistakes(task, probs, labels, inputs, meta["class_names"])
     return report
+
+
+def serving_latency_ms(task, model, ds, meta: dict, *, calls: int = 21) -> float | None:
+    """p50 milliseconds of one test input through the compiled forward and the task's postprocess, the way
+    ``Predictor.predict`` serves it once warm: the figure the Runs page sets beside a teacher and its student.
+    Classifiers only (a text task's decoding loop compiles for seconds first); None when there is no input."""
+    import time
+
+    from suite.predictor import make_forward
+
+    if task.output_kind != "classes":
+        return None
+    xs = [np.asarray(x) for x, _ in ds.take(calls).as_numpy_iterator()]
+    if not xs:
+        return None
+    forward = make_forward(model)
+    times = []
+    for x in [xs[0], *xs]:  # the first call traces the graph: not counted
+        started = time.perf_counter()
+        task.postprocess(task.predict_batch(forward, x[None], meta), meta)
+        times.append(time.perf_counter() - started)
+    return round(float(np.median(times[1:])) * 1e3, 3)

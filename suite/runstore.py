@@ -141,6 +141,8 @@ class Run:
             "epochs": info.get("epochs_done", 0),
             "strategy": (info.get("strategy") or {}).get("kind", ""),
             "metrics": {k: v for k, v in (metrics.get("test") or {}).items() if isinstance(v, (int, float))},
+            # One warm input through the model, in ms (classifiers): with the model's size, what a run costs to serve.
+            "serving_latency_ms_p50": metrics.get("serving_latency_ms_p50"),
             "path": str(self.path),
         }
 

@@ -546,6 +546,9 @@ def _finish(s: _Session, config, bundle, model, best, *, train_seconds: float) -
     if bundle.test is not None:
         s.say("evaluating on the test split")
         result["test"] = s.task.evaluate(model, bundle.test, config, bundle.meta)
+        latency = _latency(s, model, bundle)
+        if latency is not None:
+            result["serving_latency_ms_p50"] = latency
     result["train_seconds"] = round(train_seconds, 2)
     if bundle.skips is not None and bundle.skips.count:
         bundle.skips.write(run.file("skipped.jsonl"))
@@ -560,6 +563,17 @@ def _finish(s: _Session, config, bundle, model, best, *, train_seconds: float) -
     write_model_card(run, s.task)
     s.events.emit("run_end", status="completed", metrics=_flat_metrics(result.get("test") or {}))
     return run
+
+
+def _latency(s: _Session, model, bundle) -> float | None:
+    """One input's serving time, for comparing runs (a teacher and its student); advice, so never fatal."""
+    from suite.evaluation import serving_latency_ms
+
+    try:
+        return serving_latency_ms(s.task, model, bundle.test, bundle.meta)
+    except Exception as err:  # noqa: BLE001 - the run is complete without it
+        s.say(f"serving latency not measured: {str(err).splitlines()[0] if str(err) else type(err).__name__}")
+        return None
 
 
 def _deployable(model):

@@ -469,6 +469,8 @@ def test_runs_page_lists_compares_and_deletes(home, registry_of):
     assert compared.loc["distilled from"].tolist() == ["-", "tab-small"]
     size = (home / "tab-small" / "model.keras").stat().st_size / 1e6
     assert compared.loc["model.keras (MB)"].tolist() == [str(round(size, 2))] * 2
+    latency = compared.loc["one input, warm (ms)"].tolist()  # measured at the end of training, per run
+    assert all(float(v) > 0 for v in latency), latency
     shown = [v for v in at.dataframe[1].value["tab-small"] if v.replace(".", "", 1).isdigit() and "." in v]
     assert shown and all(len(v.split(".")[1]) <= 4 for v in shown), shown  # rounded, not 0.9553072625698324
     at.multiselect(key="runs:delete").set_value(["tab-copy"])

@@ -153,6 +153,8 @@ def test_compare_and_delete(tmp_path):
     table = suite("runs", "compare", "a", "b", home=tmp_path, check=True).stdout
     assert "learning_rate" in table and "0.01" in table and "0.02" in table
     assert "epochs" not in table  # equal values are not shown
+    latency = next(line for line in table.splitlines() if line.startswith("serving ms (p50)")).split()[3:]
+    assert len(latency) == 2 and all(float(v) > 0 for v in latency), table  # one warm input, measured per run
     suite("runs", "delete", "a", "--yes", home=tmp_path, check=True)
     assert not (tmp_path / "a").exists() and (tmp_path / "b").exists()
     assert not list(tmp_path.glob(".deleting-*"))

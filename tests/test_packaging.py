@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import tomllib
 import zipfile
 from pathlib import Path
+
+import tomllib
 
 ROOT = Path(__file__).resolve().parent.parent
 INSTALLED_AS = {"suite": "suite", "plugins": "suite_plugins", "apps": "suite_app"}
