@@ -67,6 +67,7 @@ def _speech_case(home: Path, rounds: int) -> dict | None:
     if root is None:
         return None
     files = fsdd_files(root)
+    home.mkdir(parents=True, exist_ok=True)
     manifest = write_manifest(files, home / "fsdd.csv", "standard", train_every=10)
     run = train(get("speech_commands"), str(manifest), {"epochs": 1, "synthetic_voices": 0}, name="speech",
                 store=RunStore(home), options=TrainOptions(tensorboard=False))
@@ -88,7 +89,8 @@ def _speech_case(home: Path, rounds: int) -> dict | None:
     decode = interleaved_latency({"fast": (lambda: audio.read_audio(wav), 40),
                                   "general": (lambda: general(lambda: audio.read_audio(wav)), 40)}, rounds)
     return {"input": f"an FSDD clip ({files[0][0].name}, {len(wav)} bytes, 8 kHz int16 WAV, resampled to {rate} Hz)",
-            "model": f"{run.config.get('model')}, {size} samples in", "predict": whole, "read": decode}
+            "model": f"the default CNN (width {run.config.get('width')}, depth {run.config.get('depth')}), {size} samples in",
+            "predict": whole, "read": decode}
 
 
 def run(quick: bool) -> str:
