@@ -121,11 +121,9 @@ def _load_and_warm(run_path: str):
         examples = predictor.task.examples(predictor.meta)
         if examples:
             first = examples[0].value
-            predictor.predict([first])  # one encoded input: the task's in-graph decoding where it has one
+            predictor.predict([first])
             if predictor.task.input_kind == "image":
-                # Decoded pixels take the batch forward (JPEG, transparency, several files, the canvas); a second
-                # size makes that tf.function trace once for any image size (reduce_retracing).
-                predictor.predict([predictor.decode(first)])
+                # A second size makes the tf.function trace once for any image size (reduce_retracing).
                 other = _resized_image(first)
                 if other is not None:
                     predictor.predict([predictor.decode(other)])

@@ -26,10 +26,10 @@ from bench import summary
 from bench.common import DOCS, RESULTS, ROOT
 
 MODULES = ["machine", "trainer_overhead", "image_classification", "cifar10", "photos", "streaming", "sentiment", "translation", "translation_curve",
-           "speech_commands", "export", "fast_paths", "app"]
+           "speech_commands", "export", "app"]
 ALONE = ("machine", "app")
 QUICK_ORDER = ["cifar10", "photos", "streaming", "speech_commands", "export", "translation_curve", "trainer_overhead", "translation", "sentiment",
-               "image_classification", "fast_paths"]  # the quick run's modules, longest first
+               "image_classification"]  # the quick run's modules, longest first
 
 
 def run_module(name: str, quick: bool) -> str:

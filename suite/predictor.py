@@ -47,17 +47,10 @@ class Predictor:
         answer may be doubtful (empty when there is nothing to say)."""
         if not raws:
             return []
-        results = None
-        if len(raws) == 1 and isinstance(raws[0], (bytes, bytearray)):
-            with self.lock:
-                outputs = self.task.predict_encoded(self.forward, raws[0], self.meta)
-            if outputs is not None:
-                results = self.task.postprocess(outputs, self.meta, top_k=top_k)
-        if results is None:
-            batch = self.task.stack_inputs([self.decode(r) for r in raws])
-            with self.lock:
-                outputs = self.task.predict_batch(self.forward, batch, self.meta)
-            results = self.task.postprocess(outputs, self.meta, top_k=top_k)
+        batch = self.task.stack_inputs([self.decode(r) for r in raws])
+        with self.lock:
+            outputs = self.task.predict_batch(self.forward, batch, self.meta)
+        results = self.task.postprocess(outputs, self.meta, top_k=top_k)
         for raw, result in zip(raws, results, strict=True):
             result["notices"] = self._notes(raw, result)
         return results

@@ -49,12 +49,13 @@ class StderrBar:
     def __init__(self, label: str, stream=None, log_every: float = 10.0):
         self.label, self.stream, self.log_every = label, stream or sys.stderr, log_every
         self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
-        self._last = 0.0
+        self._last: float | None = None  # not 0.0: monotonic time starts near 0 on a freshly booted machine
         self._drawn = False
 
     def __call__(self, done: int, total: int | None) -> None:
         now = time.monotonic()
-        if now - self._last < (0.1 if self.tty else self.log_every) and not (total and done >= total):
+        recent = self._last is not None and now - self._last < (0.1 if self.tty else self.log_every)
+        if recent and not (total and done >= total):
             return
         self._last = now
         text = f"{self.label}: {done:,}" + (f"/{total:,} examples ({100 * done / total:.0f}%)" if total else

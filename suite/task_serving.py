@@ -54,15 +54,6 @@ class Serving:
         """Run the model on a batch of decoded inputs. ``forward`` is the compiled model call."""
         return np.asarray(forward(batch))
 
-    def predict_encoded(self, forward, raw: Any, meta: dict) -> Any | None:
-        """Outputs for one raw input decoded inside a compiled graph, or None to take the Python decode path.
-
-        For inputs whose in-graph decoding gives exactly what ``decode_input`` would (image: a plain 8-bit
-        PNG), one graph call instead of Python decoding; anything unusual, bad or failing returns None, and
-        ``decode_input`` then decodes it or raises the one-line error.
-        """
-        return None
-
     def postprocess(self, outputs: Any, meta: dict, top_k: int = 5) -> list[dict]:
         """Turn a batch of outputs into one human-readable dict per input.
 

@@ -10,10 +10,10 @@ import zlib
 
 import numpy as np
 import pytest
-from PIL import Image, PngImagePlugin
+from PIL import Image
 
 from suite.errors import InputError
-from suite_plugins.image_classification.images import MAX_PIXELS, MAX_SIDE, decode_image, plain_png
+from suite_plugins.image_classification.images import MAX_PIXELS, decode_image
 
 
 def _png(arr: np.ndarray, mode: str | None = None) -> bytes:
@@ -122,72 +122,6 @@ def test_large_image_is_shrunk_keeping_aspect():
 
 
 # ---- plain PNGs: decoded inside the model's graph by predict, pixel for pixel as decode_image -----------------
-def _png_with(arr: np.ndarray, **save) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(arr).save(buf, format="PNG", **save)
-    return buf.getvalue()
-
-
-def test_plain_png_accepts_only_what_tensorflow_decodes_identically():
-    rng = np.random.default_rng(0)
-    grey, rgb = rng.integers(0, 256, (9, 7), dtype=np.uint8), rng.integers(0, 256, (9, 7, 3), dtype=np.uint8)
-    assert plain_png(_png(grey), 1) and plain_png(_png(grey), 3) and plain_png(_png(rgb), 3)
-    assert not plain_png(_png(rgb), 1)  # RGB -> grey rounds differently in the two libraries
-    assert not plain_png(_png(np.dstack([rgb, grey])), 3)  # alpha to composite
-    assert not plain_png(_png(grey.astype(np.uint16) * 200), 1)  # 16-bit, scaled
-    buf = io.BytesIO()
-    Image.fromarray(rgb).convert("P").save(buf, format="PNG")
-    assert not plain_png(buf.getvalue(), 3)  # palette
-    buf = io.BytesIO()
-    Image.fromarray(grey).save(buf, format="PNG", transparency=0)
-    assert not plain_png(buf.getvalue(), 1)  # tRNS: a transparent grey value
-    assert not plain_png(_png(np.zeros((MAX_SIDE + 1, 4), np.uint8)), 1)  # shrunk by decode_image
-    assert not plain_png(declared_png(30_000, 30_000), 1)
-    assert not plain_png(_png(grey)[:20], 1) and not plain_png(b"", 1) and not plain_png(_png(grey), 4)
-    buf = io.BytesIO()
-    Image.fromarray(rgb).save(buf, format="JPEG")
-    assert not plain_png(buf.getvalue(), 3)
-    exif = Image.Exif()
-    exif[0x0112] = 6  # rotate 90 degrees
-    assert not plain_png(_png_with(rgb, exif=exif), 3)
-    assert not plain_png(_png_with(rgb, icc_profile=b"\0" * 200), 3)
-    buf = io.BytesIO()
-    Image.fromarray(rgb).save(buf, format="PNG", save_all=True, append_images=[Image.fromarray(rgb[::-1])])
-    assert not plain_png(buf.getvalue(), 3)  # APNG: PIL shows the first frame
-    info = PngImagePlugin.PngInfo()
-    info.add_text("Comment", "x")
-    good = _png_with(grey, pnginfo=info)
-    text = good.index(b"tEXt")
-    bad_crc = good[: text + 4] + b"y" + good[text + 5 :]  # a tEXt body byte changed, its CRC not
-    assert plain_png(good, 1) and not plain_png(bad_crc, 1)
-    assert not plain_png(good[: good.index(b"IEND") - 4], 1)  # no IEND: truncated
-
-
-def test_plain_png_pixels_equal_decode_image():
-    import tensorflow as tf
-
-    rng = np.random.default_rng(1)
-    info = PngImagePlugin.PngInfo()
-    info.add_text("Comment", "made by a test")
-    info.add(b"gAMA", struct.pack(">I", 100000))  # gamma 1.0: neither decoder applies it
-    info.add(b"sBIT", b"\x05\x05\x05")  # 5 significant bits: neither decoder shifts
-    files = []
-    for shape in ((28, 28), (1, 1), (5, 300), (64, 48, 3), (17, 33, 3)):
-        arr = rng.integers(0, 256, shape, dtype=np.uint8)
-        files += [_png_with(arr), _png_with(arr, optimize=True), _png_with(arr, compress_level=0),
-                  _png_with(arr, pnginfo=info)]
-    smooth = np.add.outer(np.arange(40), np.arange(30)).astype(np.uint8)  # rows that filter well (Sub/Up/Paeth)
-    files.append(_png_with(smooth))
-    checked = 0
-    for f in files:
-        for channels in (1, 3):
-            if plain_png(f, channels):
-                np.testing.assert_array_equal(tf.io.decode_png(f, channels=channels).numpy(),
-                                              decode_image(f, channels))
-                checked += 1
-    assert checked == 2 * 13 + 8  # 13 grey files for both models, 8 colour ones for the colour model
-
-
 def test_a_colour_photo_for_a_grayscale_model_and_a_far_size_are_said():
     from suite.registry import get
 

@@ -8,9 +8,7 @@ header is checked (with PIL's lazy ``Image.open``) before any pixel is decoded, 
 from __future__ import annotations
 
 import io
-import struct
 import warnings
-import zlib
 
 import numpy as np
 
@@ -43,43 +41,6 @@ def _sniff(raw: bytes) -> list[str] | None:
         if raw.startswith(magic):
             return [fmt]
     return None
-
-
-# Chunks after which TensorFlow's decoder would not give decode_image's pixels (transparency to composite over
-# white, EXIF rotation, animation), or would log libpng's complaints about colour profiles on every request.
-_NOT_PLAIN = frozenset({b"tRNS", b"eXIf", b"acTL", b"iCCP"})
-
-
-def plain_png(raw: bytes, channels: int, *, max_side: int = MAX_SIDE) -> bool:
-    """Whether TensorFlow's PNG decoder gives exactly the pixels :func:`decode_image` would.
-
-    That is a whole, well-formed PNG (every chunk's CRC checked, IEND present: anything odd is left to PIL and
-    its one-line errors), 8-bit grey or RGB (grey for either model; RGB only for a colour model, since the two
-    libraries round RGB -> grey differently), within ``max_side``, with none of ``_NOT_PLAIN``. Lossless, so
-    the pixels are the same bytes (tests compare both decoders).
-    """
-    if channels not in (1, 3) or len(raw) < 45 or not raw.startswith(_MAGIC[0][0]):
-        return False
-    view, pos = memoryview(raw), 8
-    while pos + 12 <= len(raw):
-        length, tag = struct.unpack_from(">I4s", raw, pos)
-        end = pos + 12 + length
-        if end > len(raw) or zlib.crc32(view[pos + 4 : end - 4]) != struct.unpack_from(">I", raw, end - 4)[0]:
-            return False
-        if pos == 8:
-            if tag != b"IHDR" or length != 13:
-                return False
-            width, height, depth, color = struct.unpack_from(">IIBB", raw, pos + 8)
-            if depth != 8 or color not in (0, 2) or (color == 2 and channels != 3):
-                return False
-            if not (1 <= width <= max_side and 1 <= height <= max_side):
-                return False
-        elif tag in _NOT_PLAIN:
-            return False
-        elif tag == b"IEND":
-            return True
-        pos = end
-    return False
 
 
 def open_image(raw: bytes):

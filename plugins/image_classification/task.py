@@ -589,19 +589,6 @@ class ImageClassificationTask(ClassificationTask):
             raise InputError(f"an image must be bytes or an array, not {type(raw).__name__}")
         return images.decode_image(bytes(raw), int(meta["channels"]))
 
-    def predict_encoded(self, forward, raw, meta):
-        """A plain 8-bit PNG is decoded inside the compiled graph (the same pixels, a fifth of the cost)."""
-        channels = int(meta["channels"])
-        raw = bytes(raw)
-        if getattr(forward, "model", None) is None or not images.plain_png(raw, channels):
-            return None
-        from suite_plugins.image_classification.serving import png_forward
-
-        try:
-            return np.asarray(png_forward(forward, channels)(raw))
-        except Exception:  # noqa: BLE001 - a corrupt body: decode_input then gives the one-line error
-            return None
-
     def stack_inputs(self, inputs):
         """Images of different sizes are resized to the first one's size (the model resizes anyway)."""
         if len({a.shape for a in inputs}) > 1:

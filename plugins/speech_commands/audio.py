@@ -45,14 +45,7 @@ def read_audio(source, *, max_seconds: float = MAX_READ_SECONDS) -> tuple[np.nda
     """Mono float32 samples and rate from bytes, a file object or a path, header checked before reading."""
     name = source if isinstance(source, (str, Path)) else "the audio file"
     if isinstance(source, (bytes, bytearray, memoryview)):
-        parsed = _plain_wav(bytes(source))
-        if parsed is not None:
-            rate, channels, dtype, scale, data = parsed
-            frames = len(data) // (channels * dtype.itemsize)
-            n = _checked_frames(name, rate, channels, frames, max_seconds)
-            samples = np.frombuffer(data, dtype, count=n * channels).reshape(n, channels)
-            return _finish(name, samples, scale), rate
-        source = io.BytesIO(source)
+        source = io.BytesIO(bytes(source))
     import soundfile as sf
 
     try:  # one open, the header parsed once (sf.info then sf.read opened the file twice: 0.79 -> 0.59 ms a clip)
@@ -67,7 +60,7 @@ def read_audio(source, *, max_seconds: float = MAX_READ_SECONDS) -> tuple[np.nda
         except Exception as err:
             raise InputError(f"{name} could not be decoded: "
                              f"{str(err).splitlines()[0] if str(err) else 'corrupt data'}") from None
-    return _finish(name, data, None), rate
+    return _finish(name, data), rate
 
 
 def _checked_frames(name, rate: int, channels: int, frames: int, max_seconds: float) -> int:
@@ -86,7 +79,7 @@ def _checked_frames(name, rate: int, channels: int, frames: int, max_seconds: fl
     return min(frames, int(max_seconds * rate))  # capped: never read more than the first max_seconds
 
 
-def _finish(name, data: np.ndarray, scale: float | None) -> np.ndarray:
+def _finish(name, data: np.ndarray) -> np.ndarray:
     """[frames, channels] samples -> mono float32 in [-1, 1], refusing empty or non-finite audio."""
     if data.shape[0] == 0:
         raise InputError(f"{name} has no audio samples")
@@ -94,61 +87,12 @@ def _finish(name, data: np.ndarray, scale: float | None) -> np.ndarray:
         wave = data[:, 0].astype(np.float32)
     else:  # mix every channel down to mono
         wave = data.astype(np.float32).mean(axis=1, dtype=np.float32)
-    if scale is not None:
-        wave *= np.float32(scale)  # exact: a power of two, as libsndfile scales integer samples
     if not np.all(np.isfinite(wave)):
         raise InputError(f"{name} holds non-finite samples (NaN or infinity)")
     peak = float(np.max(np.abs(wave)))
     if peak > 1.0:  # float files may exceed full scale; bring them back into [-1, 1]
         wave = wave / peak
     return wave.astype(np.float32, copy=False)
-
-
-_PCM, _FLOAT, _EXTENSIBLE = 1, 3, 0xFFFE
-_SUBFORMAT_TAIL = bytes.fromhex("000000001000800000aa00389b71")  # KSDATAFORMAT_SUBTYPE_{PCM,IEEE_FLOAT}
-
-
-def _plain_wav(raw: bytes):
-    """(rate, channels, dtype, scale, data) of a whole little-endian WAV of int16/int32/float32 samples, else None.
-
-    None sends the bytes to libsndfile: any other encoding, a truncated or streamed data chunk, a malformed
-    header. Only well-formed files whose samples are exactly what libsndfile would read are taken here.
-    """
-    if len(raw) < 44 or raw[:4] != b"RIFF" or raw[8:12] != b"WAVE":
-        return None
-    fmt = None
-    pos = 12
-    while pos + 8 <= len(raw):
-        cid, size = raw[pos:pos + 4], int.from_bytes(raw[pos + 4:pos + 8], "little")
-        body = pos + 8
-        if cid == b"fmt ":
-            if size < 16 or body + size > len(raw):
-                return None
-            fmt = raw[body:body + size]
-        elif cid == b"data":
-            if fmt is None or body + size > len(raw):
-                return None
-            return _wav_layout(fmt, raw[body:body + size])
-        pos = body + size + (size & 1)  # chunks are padded to even length
-    return None
-
-
-def _wav_layout(fmt: bytes, data: bytes):
-    tag, channels, rate = (int.from_bytes(fmt[a:b], "little") for a, b in ((0, 2), (2, 4), (4, 8)))
-    block, bits = int.from_bytes(fmt[12:14], "little"), int.from_bytes(fmt[14:16], "little")
-    if tag == _EXTENSIBLE:
-        if len(fmt) < 40 or fmt[26:40] != _SUBFORMAT_TAIL or int.from_bytes(fmt[18:20], "little") != bits:
-            return None
-        tag = int.from_bytes(fmt[24:26], "little")
-    if channels < 1 or block != channels * bits // 8 or len(data) % block:
-        return None
-    if tag == _PCM and bits == 16:
-        return rate, channels, np.dtype("<i2"), 2.0 ** -15, data
-    if tag == _PCM and bits == 32:
-        return rate, channels, np.dtype("<i4"), 2.0 ** -31, data
-    if tag == _FLOAT and bits == 32:
-        return rate, channels, np.dtype("<f4"), None, data
-    return None
 
 
 def resample(wave: np.ndarray, rate: int, target: int) -> np.ndarray:
