@@ -4,6 +4,7 @@ other distributions also ship."""
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -30,10 +31,14 @@ def test_every_package_folder_is_listed_under_its_installed_name():
 
 
 def test_the_wheel_installs_no_generic_top_level_names(tmp_path):
+    # built from a copy: setuptools writes build/ and *.egg-info beside the sources it builds
+    src = tmp_path / "src"
+    shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns(".venv", ".git", "build", "*.egg-info", "__pycache__",
+                                                             "test-artifacts", ".pytest_cache", ".ruff_cache"))
     proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-                           "-w", str(tmp_path), str(ROOT)], capture_output=True, text=True, timeout=300)
+                           "-w", str(tmp_path / "dist"), str(src)], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    (wheel,) = tmp_path.glob("keras_task_suite-*.whl")
+    (wheel,) = (tmp_path / "dist").glob("keras_task_suite-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     tops = {n.split("/", 1)[0] for n in names if not n.split("/", 1)[0].endswith(".dist-info")}
     assert tops == {"suite", "suite_plugins", "suite_app"}, tops
