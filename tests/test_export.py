@@ -532,3 +532,30 @@ def test_int8_uses_per_tensor_scales_only_when_they_keep_agreement(image_run, mo
         assert max(counts) > 1, counts  # one scale per output channel
         assert "per-channel int8 scales" in notes
     assert rep["verification"]["top1_agreement"] >= 0.85
+
+
+def test_a_mixed_precision_model_exports_through_its_float32_twin(registry):
+    """A model trained under mixed_bfloat16 traces to bf16 ops that LiteRT cannot run (int8 calibration cannot
+    even start): the numeric formats are built from the same weights in float32 and say so."""
+    import keras
+
+    from suite.export import export_run
+    from suite.export.precision import float32_twin, is_mixed
+
+    previous = keras.config.dtype_policy().name
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    try:
+        run = make_run(TASKS[0], "image-bf16", epochs=2)
+    finally:
+        keras.config.set_dtype_policy(previous)
+    model = run.load_model()
+    assert is_mixed(model)
+    twin = float32_twin(model)
+    assert not is_mixed(twin) and float32_twin(twin) is twin
+    x = np.random.default_rng(0).integers(0, 255, (4, 8, 8, 1)).astype(np.uint8)
+    np.testing.assert_allclose(np.asarray(twin(x)), np.asarray(model(x), dtype=np.float32), atol=0.05)
+    reports = export_run(run, formats="tflite,onnx", quantize="int8", examples=30)
+    for fmt, rep in reports.items():
+        assert rep["supported"], (fmt, rep.get("reason"))
+        assert any("computed in float32" in n for n in rep["notes"]), rep["notes"]
+        assert rep["verification"]["top1_agreement"] >= 0.9

@@ -96,7 +96,16 @@ def export_run(run_ref, formats: str | list[str] = "all", quantize: str = "none"
     say(f"loading held-out examples from {run.info.get('data', '?')}")
     held, calibration, data_note = _held_out(task, run, meta, specs, max(1, int(examples)),
                                              need_calibration="tflite" in fmts and quantize == "int8")
-    keras_reference(task, model, meta, held)
+    keras_reference(task, model, meta, held)  # the model as it is served: what every file is checked against
+    numeric = _UNSET  # its float32 twin, built once, for the formats that trace the model
+
+    def numeric_model():
+        nonlocal numeric
+        if numeric is _UNSET:
+            from suite.export.precision import float32_twin
+
+            numeric = float32_twin(model)
+        return numeric
 
     limits = dict(task.export_limits() or {})
     reports: dict[str, dict] = {}
@@ -111,21 +120,26 @@ def export_run(run_ref, formats: str | list[str] = "all", quantize: str = "none"
             continue
         say(f"{fmt}: building" + (f" ({fmt_quant})" if fmt_quant != "none" else ""))
         try:
+            traced = model if fmt == "keras" else numeric_model()
             if signatures is None and fmt in ("saved_model", "tflite", "onnx"):
-                signatures = task.serving_signatures(model, meta)
+                signatures = task.serving_signatures(traced, meta)
             graph = carried = None
             if fmt in ("tflite", "onnx"):
                 if portable is _UNSET:
-                    portable = task.portable_graph(model, meta)
+                    portable = task.portable_graph(traced, meta)
                 graph = portable
-                carried = graph.for_format(fmt) if graph else _carried(task, model, signatures)
+                carried = graph.for_format(fmt) if graph else _carried(task, traced, signatures)
         except Exception as err:
             reports[fmt] = {**base, "supported": False,
                             "reason": f"{fmt}: no serving signature: {one_line(err)}; use keras"}
             continue
-        reports[fmt] = _export_one(fmt, run, task, model, meta, held, base, signatures=signatures,
+        note = data_note
+        if traced is not model:
+            note = "; ".join(filter(None, [data_note, "computed in float32: the model was trained in mixed "
+                                           "precision, whose bfloat16/float16 ops LiteRT and ONNX runtimes lack"]))
+        reports[fmt] = _export_one(fmt, run, task, traced, meta, held, base, signatures=signatures,
                                    carried=carried, quantize=fmt_quant, calibration=calibration,
-                                   data_note=data_note, other_quantize=quantize, say=say, portable=graph)
+                                   data_note=note, other_quantize=quantize, say=say, portable=graph)
     return reports
 
 
