@@ -15,14 +15,14 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 
 from suite.config import TaskConfig
-from suite.task_appearance import Appearance, Example
+from suite.task_appearance import Appearance, Drawing, Example
 from suite.task_learning import Learning
 from suite.task_serving import Explanation, Serving
 
 if TYPE_CHECKING:
     from suite.data import DataBundle
 
-__all__ = ["INPUT_KINDS", "OUTPUT_KINDS", "Appearance", "ClassificationTask", "Example", "Explanation", "Learning",
+__all__ = ["INPUT_KINDS", "OUTPUT_KINDS", "Appearance", "ClassificationTask", "Drawing", "Example", "Explanation", "Learning",
            "Serving", "Task", "low_confidence"]
 
 INPUT_KINDS = ("image", "text", "audio", "table")

@@ -23,6 +23,19 @@ class Example:
     expected: str | None = None  # the label a good model should predict, when known
 
 
+@dataclasses.dataclass(frozen=True)
+class Drawing:
+    """The app's drawing pad for an image task ("Draw" beside Upload and Camera): colours and pen chosen to look
+    like the training data (white strokes on black for MNIST-like digits), so a drawing is an in-distribution
+    input. The drawn PNG goes through the same decoding as an upload."""
+
+    background: str = "#ffffff"
+    pen: str = "#000000"
+    pen_width: int = 18  # pixels on the pad
+    side: int = 280  # the pad is square, this many pixels a side
+    hint: str = "Draw with the mouse or a finger, then let go to predict."
+
+
 class Appearance:
     """What the app's generic page reads to draw a task."""
 
@@ -40,6 +53,10 @@ class Appearance:
     def examples(self, meta: dict) -> list[Example]:
         """Example inputs for the app's "Try it" tab and for tests."""
         return []
+
+    def drawing(self, meta: dict) -> Drawing | None:
+        """A drawing pad for this model's inputs (image tasks), or None for no "Draw" input. Default: none."""
+        return None
 
     def input_views(self, x: np.ndarray, meta: dict) -> list[View]:
         """Drawings of one decoded input as the model sees it (``suite.views.View``: a waveform over seconds, a

@@ -261,3 +261,60 @@ def test_serving_signature_takes_encoded_image_bytes(task):
     expected = np.asarray(model(task.decode_input(example.value, bundle.meta)[None], training=False))
     np.testing.assert_allclose(np.asarray(out["probabilities"]), expected, rtol=1e-5, atol=1e-6)
     assert out["label"].numpy()[0].decode() in bundle.meta["class_names"]
+
+
+def _digit_like(light_on_dark: bool, size=(40, 30)) -> np.ndarray:
+    """A bar of ink in the middle of a plain background: light on dark (MNIST) or dark on light (ink on paper)."""
+    img = np.zeros(size, np.uint8)
+    img[8:-8, size[1] // 2 - 2 : size[1] // 2 + 2] = 255
+    return img if light_on_dark else 255 - img
+
+
+def test_glyph_models_invert_ink_on_paper_to_their_own_background_and_say_so(task):
+    from suite_plugins.image_classification.layers import MatchBackground
+    from suite_plugins.image_classification.task import background
+
+    bundle = task.load_data(parse_source("sample"), task.make_config())
+    assert bundle.meta["background"] == "dark"  # the sample's digits are light on black, as MNIST's
+    paper, screen = _digit_like(False), _digit_like(True)
+    assert background(paper) == "light" and background(screen) == "dark"
+    layer = MatchBackground(dark=True)
+    both = np.stack([paper, screen])[..., None].astype(np.float32) / 255.0
+    out = np.asarray(layer(both))
+    np.testing.assert_allclose(out[0], 1.0 - both[0])  # ink on paper becomes light on dark
+    np.testing.assert_allclose(out[1], both[1])  # already as trained: unchanged
+    assert MatchBackground.from_config(layer.get_config()).dark is True
+    notes = task.input_notes(_png(paper), bundle.meta)
+    assert any("dark on light: the model inverts it" in n for n in notes), notes
+    assert not any("inverts" in n for n in task.input_notes(_png(screen), bundle.meta))
+    model = task.build_model(task.make_config({"model": "cnn_small", "image_size": 16}), bundle)
+    assert "match_background" in {layer.name for layer in model.layers}
+
+
+def test_photo_models_have_no_background_matching(task, tmp_path):
+    _write_tree(tmp_path, [(40, 50)], colour=True)
+    bundle = task.load_data(parse_source(str(tmp_path)), task.make_config())
+    assert "background" not in bundle.meta
+    model = task.build_model(task.make_config({"model": "cnn_small"}), bundle)
+    assert "match_background" not in {layer.name for layer in model.layers}
+
+
+def test_the_drawing_pad_looks_like_the_training_images(task):
+    digits = task.drawing({"channels": 1, "image_size": 28, "class_names": list("0123456789")})
+    assert (digits.background, digits.pen) == ("#000000", "#ffffff")  # light strokes on black, as MNIST
+    assert digits.pen_width * 28 / digits.side >= 1.5  # a stroke still 2 px wide once shrunk to 28 px
+    photos = task.drawing({"channels": 3, "image_size": 96, "class_names": ["a", "b"]})
+    assert photos.background == "#ffffff"
+    assert task.drawing({}) is None
+
+
+def test_no_background_matching_where_backgrounds_vary_between_images(task, tmp_path):
+    from suite_plugins.image_classification.task import background
+
+    _write_tree(tmp_path, [(20, 20)], colour=False)  # grey: bright squares against dark ones
+    bundle = task.load_data(parse_source(str(tmp_path)), task.make_config())
+    assert bundle.meta["background"] == "mixed"  # inverting would erase the classes' difference
+    model = task.build_model(task.make_config({"model": "cnn_small"}), bundle)
+    assert "match_background" not in {layer.name for layer in model.layers}
+    assert task.input_notes(_png(_digit_like(False)), bundle.meta) == []
+    assert background(np.stack([_digit_like(True)] * 99 + [_digit_like(False)])[..., None]) == "dark"  # 1% odd: still dark

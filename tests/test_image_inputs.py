@@ -127,9 +127,25 @@ def test_a_colour_photo_for_a_grayscale_model_and_a_far_size_are_said():
 
     task = get("image_classification")
     meta = {"channels": 1, "native_size": [28, 28], "class_names": ["a", "b"]}
-    photo = _png(np.zeros((480, 640, 3), np.uint8))
+    pixels = np.zeros((480, 640, 3), np.uint8)
+    pixels[..., 0] = 200  # a red picture: colour, not grey stored as RGB
+    photo = _png(pixels)
     notes = task.input_notes(photo, meta)
     assert any("converted to grayscale" in n for n in notes), notes
     assert any("640x480 picture was resized to the training images' 28x28" in n for n in notes), notes
     assert task.input_notes(_png(np.zeros((30, 26), np.uint8)), meta) == []  # gray and near the size
     assert task.input_notes(photo, {**meta, "channels": 3, "native_size": [400, 600]}) == []
+
+
+def test_a_grey_picture_stored_as_rgb_is_not_called_colour():
+    """A drawing from the app's pad arrives as an RGBA PNG of grey pixels: converting it loses nothing."""
+    from suite.registry import get
+
+    task = get("image_classification")
+    meta = {"channels": 1, "native_size": [28, 28], "class_names": ["a", "b"]}
+    drawing = np.zeros((28, 28, 4), np.uint8)
+    drawing[..., 3] = 255
+    drawing[10:18, 12:16, :3] = 255
+    assert task.input_notes(_png(drawing), meta) == []
+    drawing[10:18, 12:16, 0] = 0  # now it has colour
+    assert any("converted to grayscale" in n for n in task.input_notes(_png(drawing), meta))

@@ -104,3 +104,29 @@ class ColorJitter(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "factor": self.factor, "seed": self.seed}
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class MatchBackground(keras.layers.Layer):
+    """Inverts an image whose background is the opposite of the training images' (light paper where MNIST-like
+    digits are light on black): a photo of a digit written in ink reaches the model as its training digits
+    look. The background is the mean of the image's outermost rows and columns, on [0, 1] pixels; training
+    images already match, so training is unchanged. No Keras layer does this."""
+
+    def __init__(self, dark: bool = True, **kwargs):
+        super().__init__(**kwargs)
+        self.dark = bool(dark)
+
+    def call(self, x):
+        from keras import ops
+
+        border = ops.concatenate([x[:, 0], x[:, -1], x[:, :, 0], x[:, :, -1]], axis=1)  # N x (2W + 2H) x C
+        light = ops.mean(border, axis=(1, 2)) > 0.5
+        flip = light if self.dark else ops.logical_not(light)
+        return ops.where(ops.reshape(flip, (-1, 1, 1, 1)), 1.0 - x, x)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "dark": self.dark}

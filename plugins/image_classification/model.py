@@ -89,6 +89,13 @@ def preprocessor(config, meta: dict):
     settings = meta.get("augmentation", {}) if config.augment else {}
     resize = resize_layer(size, settings, meta.get("resize_policy", "squash"))
     rescale = keras.layers.Rescaling(1.0 / 255.0, name="rescale")
+    # Glyph models (meta["background"] from the training images) turn a dark-on-light photo of a digit into
+    # the light-on-dark digits they learned (and the reverse).
+    match = None
+    if meta.get("background") in ("dark", "light"):
+        from suite_plugins.image_classification.layers import MatchBackground
+
+        match = MatchBackground(dark=meta["background"] == "dark", name="match_background")
     colour = colour_layer(settings) if int(meta["channels"]) == 3 else None
     aug = augmentation_layers(settings)
     to_rgb = keras.layers.Concatenate(axis=-1, name="gray_to_rgb") if pretrained and meta["channels"] == 1 else None
@@ -101,7 +108,10 @@ def preprocessor(config, meta: dict):
 
     def apply(x):
         # Rescale (which casts to float) before resizing: resizing uint8 differs between eager and graph mode.
-        x = resize(rescale(x))
+        x = rescale(x)
+        if match is not None:  # on the picture as it came, before resizing blurs its border
+            x = match(x)
+        x = resize(x)
         if colour is not None:  # on [0, 1] pixels, before standardising
             x = colour(x)
         if norm is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import dataclasses
 import weakref
 from collections import Counter
@@ -14,7 +15,7 @@ import numpy as np
 from suite.config import TaskConfig
 from suite.data import DataBundle, DataSource, stratified_split_indices, tfds_load
 from suite.errors import ConfigError, DataSourceError, InputError
-from suite.task import ClassificationTask, Example, Explanation
+from suite.task import ClassificationTask, Drawing, Example, Explanation
 from suite_plugins.image_classification import images
 from suite_plugins.image_classification.model import (
     POOL,
@@ -25,7 +26,7 @@ from suite_plugins.image_classification.model import (
     pretrained_backbone,
     scratch_backbone,
 )
-from suite_plugins.image_classification.plan import resize_policy
+from suite_plugins.image_classification.plan import is_glyphs, resize_policy
 
 ModelName = Literal["auto", "cnn_fast", "cnn_small", "cnn_base", "cnn_large", "mobilenet_v3_small",
                     "mobilenet_v3_large", "efficientnet_b0", "efficientnetv2_b0"]
@@ -218,8 +219,9 @@ class ImageClassificationTask(ClassificationTask):
     input_kind = "image"
     keras_modules = ("suite_plugins.image_classification.layers",)
     sample_seconds = 14.0
-    sample_description = ("scikit-learn's 1,797 small scanned handwritten digits: it knows only centred digits "
-                          "like those, not photos or other objects")
+    sample_description = ("scikit-learn's 1,797 tiny (8x8) scanned handwritten digits: it knows only single "
+                          "centred digits, and gets fewer than half of other people's handwriting right (real "
+                          "MNIST digits), so train on your own images for real use")
     distill_students = {"small": {"model": "cnn_small"}, "fast": {"model": "cnn_fast"}}
     config_class = ImageClassificationConfig
     data_formats = (
@@ -263,6 +265,8 @@ class ImageClassificationTask(ClassificationTask):
             splits = {k: (_convert_channels(x, meta["channels"]), y) for k, (x, y) in splits.items()}
         test_x, test_y = splits.get("test", splits["train"])
         meta["examples"] = _example_meta(test_x, test_y, names)
+        if is_glyphs(meta):
+            meta["background"] = background(x_train[:2000])
         meta.update(extra or {})
 
         def ds(k):
@@ -282,12 +286,15 @@ class ImageClassificationTask(ClassificationTask):
         return out
 
     def _load_sample(self, config) -> DataBundle:
-        """scikit-learn's 1,797 real 8x8 handwritten digits (in its wheel), upscaled to 28x28 like MNIST."""
+        """scikit-learn's 1,797 real 8x8 handwritten digits (in its wheel), framed as MNIST frames its digits:
+        scaled to 20x20 in the middle of a black 28x28 (they fill their 8x8 frame; MNIST's digits, and digits
+        drawn on the app's pad, have a margin)."""
         from sklearn.datasets import load_digits
 
         digits = load_digits()
         small = np.clip(np.rint(digits.images * (255.0 / 16.0)), 0, 255).astype(np.uint8)[..., None]
-        x = np.stack([images.resize_array(img, (28, 28)) for img in small])
+        x = np.zeros((len(small), 28, 28, 1), np.uint8)
+        x[:, 4:24, 4:24] = np.stack([images.resize_array(img, (20, 20)) for img in small])
         y = digits.target.astype(np.int64)
         return self._bundle(self._split(x, y, config, test=True), [str(i) for i in range(10)], config,
                             {"source": "sklearn.datasets.load_digits"})
@@ -404,9 +411,10 @@ class ImageClassificationTask(ClassificationTask):
         def ds(split, seed=None, share=None):
             return make(split, decode, shape, skips, seed, share) if counts.get(split) else None
 
-        shown, seen = [], set()
+        shown, seen, looked = [], set(), []
         test = ds("test") or ds("val")
         for x, y in test.take(200).as_numpy_iterator():
+            looked.append(x)
             if int(y) not in seen:
                 shown.append((x, int(y)))
                 seen.add(int(y))
@@ -419,6 +427,8 @@ class ImageClassificationTask(ClassificationTask):
                 "example_bytes": int(np.prod(shape)),
                 "cache_key": _cache_key(cache_names, {"shape": shape, "max_side": max_side, "decoder": "pil-1",
                                                         "resize": resolved["resize_policy"]})}
+        if is_glyphs(meta) and looked:
+            meta["background"] = background(np.stack(looked))
         return DataBundle(ds("train", seed=0), ds("val"), ds("test"), meta, counts=dict(counts),
                           shard_train=lambda n, i: ds("train", seed=0, share=(n, i)), skips=skips)
 
@@ -516,7 +526,7 @@ class ImageClassificationTask(ClassificationTask):
     def plan(self, config, data, explicit):
         from suite.budget import measure_flops_per_s
         from suite.strategy import cpu_has_bf16
-        from suite_plugins.image_classification.plan import is_glyphs, plan_image
+        from suite_plugins.image_classification.plan import plan_image
 
         if is_glyphs(data.meta) and config.model in ("auto", "cnn_base"):  # no probe needed
             return plan_image(config, data.meta, int(data.counts.get("train") or 1), explicit, flops_per_s=1.0)
@@ -600,8 +610,9 @@ class ImageClassificationTask(ClassificationTask):
         return images.encode_png(np.asarray(x))
 
     def input_notes(self, raw, meta):
-        """From the file's header only: a colour picture for a grayscale model, a size far from the training
-        images' (the model resizes every input to its own size, so detail is lost or invented)."""
+        """A colour picture for a grayscale model, a size far from the training images' (the model resizes
+        every input to its own size, so detail is lost or invented), from the header; and for glyph models,
+        whose pictures are small, an inverted background (from the pixels)."""
         if not isinstance(raw, (bytes, bytearray)):
             return []
         import io
@@ -610,9 +621,19 @@ class ImageClassificationTask(ClassificationTask):
 
         with Image.open(io.BytesIO(bytes(raw))) as img:
             width, height, mode = img.width, img.height, img.mode
+            # a grey picture stored as RGB (a drawing from the app's pad, a screenshot) loses nothing
+            colour = (mode not in ("L", "LA", "1", "I", "I;16", "F", "P")
+                      and (width * height > 1 << 20 or _has_colour(img)))
         notes = []
-        if int(meta.get("channels", 3)) == 1 and mode not in ("L", "LA", "1", "I", "I;16", "F", "P"):
+        if int(meta.get("channels", 3)) == 1 and colour:
             notes.append("The colour picture was converted to grayscale: the model was trained on grayscale images.")
+        if meta.get("background") in ("dark", "light"):
+            with contextlib.suppress(InputError):
+                seen = background(images.decode_image(bytes(raw), int(meta.get("channels", 1))))
+                if seen != meta["background"]:
+                    notes.append(f"The picture is {'dark on light' if seen == 'light' else 'light on dark'}: the "
+                                 "model inverts it, as its training images are "
+                                 f"{'light on dark' if seen == 'light' else 'dark on light'}.")
         native = meta.get("native_size") or []
         if len(native) == 2 and min(native) > 0:
             scale = max(width / native[1], height / native[0], native[1] / width, native[0] / height)
@@ -624,6 +645,19 @@ class ImageClassificationTask(ClassificationTask):
     def examples(self, meta):
         return [Example(f"{e['label']} ({i + 1})", base64.b64decode(e["png"]), expected=e["label"])
                 for i, e in enumerate(meta.get("examples", []))]
+
+    def drawing(self, meta):
+        """Grey glyph models (MNIST-like) get bright strokes on black, as their digits are; a thick pen, since
+        the pad is shrunk to the model's size (280 px to 28: a 22 px stroke becomes MNIST's 2 px). Photo
+        models get a dark pen on white for sketches."""
+        if not meta:
+            return None
+        if is_glyphs(meta):
+            return Drawing(background="#000000", pen="#ffffff", pen_width=22,
+                           hint="Draw one character large, in the middle of the pad, then let go to predict.")
+        return Drawing(background="#ffffff", pen="#000000", pen_width=8,
+                       hint="Sketch something, then let go to predict (the model was trained on photos: "
+                            "expect a rough guess).")
 
     # ---- export ------------------------------------------------------------------------------------
     def serving_signatures(self, model, meta):
@@ -687,6 +721,24 @@ def _gradcam_model(model):
     grad_model = keras.Model(model.inputs, [fmap, logits])
     _GRADCAM[model] = grad_model  # not an attribute: Keras would track it as a sub-layer of the model
     return grad_model
+
+
+def _has_colour(img) -> bool:
+    """Whether an RGB(A) picture has any pixel whose channels differ by more than JPEG noise."""
+    rgb = np.asarray(img.convert("RGB"), dtype=np.int16)
+    return bool((rgb.max(axis=-1) - rgb.min(axis=-1)).max(initial=0) > 8)
+
+
+def background(x: np.ndarray) -> str:
+    """``dark`` or ``light`` when at least 98% of the uint8 images (N x H x W x C, or one H x W [x C]) agree on
+    the mean of their outermost rows and columns, else ``mixed``. The model's ``MatchBackground`` layer inverts
+    inputs of the other kind, which is safe only where the background says nothing about the class (digits,
+    letters), not where it varies (bright against dark patches)."""
+    x = np.asarray(x, dtype=np.float32)
+    x = x[None, ..., None] if x.ndim == 2 else x[None] if x.ndim == 3 else x  # one HxW or HxWxC image
+    border = np.concatenate([x[:, 0], x[:, -1], x[:, :, 0], x[:, :, -1]], axis=1)
+    light = float(np.mean(border.reshape(len(x), -1).mean(axis=1) >= 127.5))
+    return "light" if light >= 0.98 else "dark" if light <= 0.02 else "mixed"
 
 
 def _pixel_sample(ds, size: int, n: int = 2048) -> np.ndarray:
