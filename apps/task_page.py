@@ -138,7 +138,7 @@ def try_tab(task, run: Run | None) -> None:
     examples = []
     with guard("Examples"):
         examples = list(task.examples(meta))
-    raw, clicked = _input_widgets(task, examples)
+    raw, clicked = _input_widgets(task, examples, meta)
     if raw is None:
         return
     if isinstance(raw, str) and not raw.strip():
@@ -165,7 +165,7 @@ def try_tab(task, run: Run | None) -> None:
                 draw_explanation(explanation)
 
 
-def _input_widgets(task, examples) -> tuple[Any, bool]:
+def _input_widgets(task, examples, meta: dict) -> tuple[Any, bool]:
     """The input widgets for the task's input kind. Returns (raw input or None, whether Predict was pressed)."""
     kind = task.input_kind
     key = task.name
@@ -185,13 +185,17 @@ def _input_widgets(task, examples) -> tuple[Any, bool]:
             st.session_state[f"{key}:text"] = texts[0].value if texts else ""
         if task.upload_types:  # a file of the plugin's kinds fills the box (a CSV of a signal, a .txt review)
             _text_upload(task, key)
+        if kind == "text" and st.toggle("Predict as you type", key=f"{key}:as_you_type",
+                                        help="Answers after each pause in typing, without pressing Predict."):
+            return _typed_live(key, label), False
         text = st.text_area(label, key=f"{key}:text", height=100 if kind == "text" else 68)
         clicked = st.button("Predict", key=f"{key}:predict", type="primary")
         return text, clicked
-    # image or audio: example, upload, camera/microphone
+    # image or audio: example, upload, camera/microphone, drawing pad
     live = "Camera" if kind == "image" else "Microphone"
     binary = [e for e in examples if isinstance(e.value, bytes)]
-    modes = (["Example"] if binary else []) + ["Upload", live]
+    pad = task.drawing(meta) if kind == "image" else None
+    modes = (["Example"] if binary else []) + ["Upload", live] + (["Draw"] if pad else [])
     mode = st.radio("Input", modes, horizontal=True, key=f"{key}:mode")
     accepted = ", ".join(task.upload_types) or "any"
     raw = None
@@ -207,6 +211,10 @@ def _input_widgets(task, examples) -> tuple[Any, bool]:
                               help="Checked by its content, not its name: anything that is not a valid "
                                    f"{kind} is refused with a message.")
         raw = up.getvalue() if up is not None else None
+    elif mode == "Draw":
+        raw = _drawn(key, pad)
+        if raw is None:
+            return None, False
     elif kind == "image":
         shot = st.camera_input("Take a picture", key=f"{key}:camera")
         raw = shot.getvalue() if shot is not None else None
@@ -220,8 +228,32 @@ def _input_widgets(task, examples) -> tuple[Any, bool]:
             st.error(f"The file is {human_bytes(len(raw))}; the limit for a prediction is "
                      f"{human_bytes(MAX_PREDICT_UPLOAD_BYTES)}.")
             return None, False
-        _show_input(kind, raw)
+        if mode != "Draw":  # the pad already shows the drawing
+            _show_input(kind, raw)
     return raw, False
+
+
+def _typed_live(key: str, label: str) -> str:
+    """A one-line box that reruns the page after each pause in typing (streamlit-keyup, debounced so a fast
+    typist is not answered per letter); it shares its text with the ordinary box."""
+    from st_keyup import st_keyup
+
+    text = st_keyup(label, value=st.session_state.get(f"{key}:text", ""), key=f"{key}:live", debounce=300)
+    st.session_state[f"{key}:text"] = text or ""
+    return text or ""
+
+
+def _drawn(key: str, pad) -> bytes | None:
+    """The drawing pad's picture as PNG bytes (decoded like an upload), or None until something is drawn."""
+    from streamlit_drawable_canvas import st_canvas
+
+    st.caption(pad.hint)
+    drawn = st_canvas(stroke_width=pad.pen_width, stroke_color=pad.pen, background_color=pad.background,
+                      width=pad.side, height=pad.side, drawing_mode="freedraw", return_image_data=True,
+                      key=f"{key}:canvas")
+    if drawn is None or not (drawn.json_data or {}).get("objects"):
+        return None
+    return drawn.image_bytes
 
 
 def _text_upload(task, key: str) -> None:

@@ -26,9 +26,9 @@ from bench import summary
 from bench.common import DOCS, RESULTS, ROOT
 
 MODULES = ["machine", "trainer_overhead", "image_classification", "cifar10", "photos", "streaming", "sentiment", "translation", "translation_curve",
-           "speech_commands", "export", "app"]
+           "speech_commands", "export", "distill", "sample_models", "app"]
 ALONE = ("machine", "app")
-QUICK_ORDER = ["cifar10", "photos", "streaming", "speech_commands", "export", "translation_curve", "trainer_overhead", "translation", "sentiment",
+QUICK_ORDER = ["cifar10", "distill", "photos", "sample_models", "streaming", "speech_commands", "export", "translation_curve", "trainer_overhead", "translation", "sentiment",
                "image_classification"]  # the quick run's modules, longest first
 
 

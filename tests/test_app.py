@@ -19,7 +19,7 @@ import tomllib
 from suite.errors import DataSourceError, InputError
 from suite.registry import PluginFailure, Registry, get_registry, set_registry
 from suite.runstore import Run, RunStore
-from suite.task import ClassificationTask, Example, Explanation
+from suite.task import ClassificationTask, Drawing, Example, Explanation
 
 ROOT = Path(__file__).resolve().parent.parent
 APP = ROOT / "apps" / "app.py"
@@ -304,6 +304,76 @@ def test_image_page_checks_uploads_by_content_and_explains(home, registry_of):
     assert "Where the model looked" in captions, captions
     at.radio(key="tiny_image:mode").set_value("Camera").run()
     assert len(at.camera_input) == 1
+
+
+class DrawnImage(TinyImage):
+    name = "drawn_image"
+    title = "Drawn image"
+
+    def drawing(self, meta):
+        return Drawing(background="#000000", pen="#ffffff", hint="Draw a red or blue thing.")
+
+
+def test_draw_is_offered_only_where_the_task_gives_a_pad_and_waits_for_a_drawing(home, registry_of):
+    registry_of(tabular(), TinyImage(), DrawnImage())
+    make_image_run(home)
+    make_image_run(home, "drawn_image")
+    at = open_page(app().run(), "tiny_image")
+    assert "Draw" not in at.radio(key="tiny_image:mode").options  # no pad declared
+    at = open_page(app().run(), "drawn_image")
+    assert "Draw" in at.radio(key="drawn_image:mode").options
+    at.radio(key="drawn_image:mode").set_value("Draw").run()
+    no_exceptions(at)
+    assert "Draw a red or blue thing." in texts(at.caption)
+    assert prediction(at) is None and not at.error  # an empty pad is not an input
+
+
+class TinyText(ClassificationTask):
+    """A test text task: "long" or "short" from the number of characters (no tokenizer to train)."""
+
+    name = "tiny_text"
+    title = "Tiny text"
+    description = "A test task: long or short."
+    input_kind = "text"
+
+    def load_data(self, source, config):
+        raise DataSourceError("tiny_text has no data")
+
+    def build_inputs(self, config, meta):
+        raise NotImplementedError
+
+    def build_backbone(self, config, meta):
+        raise NotImplementedError
+
+    def decode_input(self, raw, meta):
+        return np.array([min(len(str(raw)), 40) / 10.0], np.float32)
+
+    def examples(self, meta):
+        return [Example("a long sentence", "This sentence is long enough to be long."), Example("short", "Hi")]
+
+
+def test_predict_as_you_type_answers_from_the_live_box_and_keeps_the_text(home, registry_of):
+    import keras
+
+    inputs = keras.Input((1,), name="length")
+    logits = keras.layers.Dense(2, name="logits")(inputs)
+    model = keras.Model(inputs, keras.layers.Activation("softmax", name="probabilities")(logits))
+    model.get_layer("logits").set_weights([np.array([[2.0, -2.0]], np.float32), np.array([-4.0, 4.0], np.float32)])
+    registry_of(tabular(), TinyText())
+    run = RunStore(home).create("tiny_text-run", "tiny_text", data="sample")
+    model.save(run.model_path)
+    (run.path / "meta.json").write_text(json.dumps({"class_names": ["long", "short"]}))
+    run.update_info(status="completed")
+    at = open_page(app().run(), "tiny_text")
+    assert prediction(at) == "long" and len(at.text_area) == 1
+    at.text_area(key="tiny_text:text").set_value("Hi").run()
+    assert prediction(at) == "short"
+    at.toggle(key="tiny_text:as_you_type").set_value(True).run()
+    no_exceptions(at)
+    assert len(at.text_area) == 0 and "tiny_text:predict" not in [b.key for b in at.button]
+    assert prediction(at) == "short"  # the live box starts from the text typed so far and answers at once
+    at.toggle(key="tiny_text:as_you_type").set_value(False).run()
+    assert at.text_area(key="tiny_text:text").value == "Hi" and prediction(at) == "short"
 
 
 # ---- plugin isolation ---------------------------------------------------------------------------------

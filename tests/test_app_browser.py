@@ -119,6 +119,16 @@ def browser():
         driver.quit()
 
 
+def _prediction_text(driver):
+    """The "Prediction: ..." heading's text once the page shows one, else False (for WebDriverWait)."""
+    from selenium.webdriver.common.by import By
+
+    for el in driver.find_elements(By.CSS_SELECTOR, "[data-testid='stMarkdownContainer'] h3"):
+        if el.text.startswith("Prediction:"):
+            return el.text
+    return False
+
+
 def _png(color=(200, 30, 30), size=(28, 28)) -> bytes:
     import io
 
@@ -138,12 +148,6 @@ def test_browser_opens_a_plugin_page_submits_an_input_and_sees_a_prediction(serv
     browser.get(f"{server['base']}/{task}")
     wait = WebDriverWait(browser, 90)
 
-    def prediction_text(driver):
-        for el in driver.find_elements(By.CSS_SELECTOR, "[data-testid='stMarkdownContainer'] h3"):
-            if el.text.startswith("Prediction:"):
-                return el.text
-        return False
-
     if task == IMAGE:
         # Upload a picture through the real file input (checked by content on the server).
         wait.until(ec.presence_of_element_located((By.XPATH, "//label[.//p[text()='Upload']]"))).click()
@@ -156,7 +160,7 @@ def test_browser_opens_a_plugin_page_submits_an_input_and_sees_a_prediction(serv
         area.clear()
         area.send_keys("6.7,3.0,5.2,2.3")
         browser.find_element(By.XPATH, "//button[.//p[text()='Predict']]").click()
-    text = wait.until(prediction_text)
+    text = wait.until(_prediction_text)
     assert text.startswith("Prediction: ") and len(text) > len("Prediction: ")
     wait.until(lambda d: "Answered in" in d.find_element(By.TAG_NAME, "body").text)
     body = browser.find_element(By.TAG_NAME, "body").text
@@ -207,3 +211,49 @@ def test_browser_delete_clears_the_choice_and_a_closed_browser_leaves_no_traceba
     after = server["log"].read_text(errors="replace")[len(before):]
     assert "Traceback" not in after and "WebSocketClosedError" not in after, after[-3000:]
     assert "WebSocketDisconnected" not in after, after[-3000:]
+
+
+_FIND_PAD = """
+const seen = [];
+function search(root) {
+  for (const el of root.querySelectorAll('*')) {
+    if (el.matches('canvas.upper-canvas')) return el;
+    if (el.shadowRoot) { const hit = search(el.shadowRoot); if (hit) return hit; }
+  }
+  return null;
+}
+return search(document);
+"""
+
+
+def test_browser_draws_on_the_pad_and_sees_a_prediction(server, browser):
+    """The Draw input: strokes made with the mouse on the drawing pad (streamlit-drawable-canvas) reach the
+    model as a PNG and are answered like an upload."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    if server["task"] != IMAGE:
+        pytest.skip("the drawing pad is the image plugin's; it is not installed here")
+    browser.get(f"{server['base']}/{IMAGE}")
+    wait = WebDriverWait(browser, 90)
+    wait.until(ec.presence_of_element_located((By.XPATH, "//label[.//p[text()='Draw']]"))).click()
+    pad = wait.until(lambda d: d.execute_script(_FIND_PAD))
+    wait.until(lambda d: pad.size["width"] >= 200)
+    # a "7": a bar across the top, then a stroke down to the bottom left (offsets from the pad's centre)
+    chain = ActionChains(browser)
+    chain.move_to_element_with_offset(pad, -70, -90).click_and_hold()
+    for dx, dy in ((35, 0), (35, 0), (35, 0), (35, 0)):
+        chain.move_by_offset(dx, dy)
+    for dx, dy in ((-15, 35), (-15, 35), (-15, 35), (-15, 35), (-15, 35)):
+        chain.move_by_offset(dx, dy)
+    chain.release().perform()
+
+    text = wait.until(_prediction_text)
+    assert text.removeprefix("Prediction: ").strip()[:1].isdigit(), text  # one of the digit classes
+    body = browser.find_element(By.TAG_NAME, "body").text
+    assert "Traceback" not in body and "cannot be used" not in body
+    time.sleep(1.0)
+    ARTIFACTS.mkdir(exist_ok=True)
+    assert browser.save_screenshot(str(ARTIFACTS / f"app-{IMAGE}-drawing.png"))
