@@ -84,6 +84,27 @@ def _photos_row(d: dict) -> list[str]:
             "-", "-", "-"]
 
 
+def _distill_rows(d: dict) -> list[list[str]]:
+    """Each measured student: distilled against the same student trained alone, with the teacher beside it."""
+    data = {"sentiment": "SST-2 `test.tsv`, 1,821 sentences", "image": "CIFAR-10 `cifar10/test`, all 10,000 images"}
+    out = []
+    for key, part in d.get("parts", {}).items():
+        if "runs" not in part:
+            continue
+        runs, lat = part["runs"], part.get("predict_ms_p50", {})
+        t, a, s = runs["teacher"], runs["alone"], runs["distilled"]
+        size = (f", {s['macs'] / t['macs']:.2f}x the teacher's multiply-adds" if "macs" in t and "macs" in s
+                else "")
+        i8 = (part.get("tflite_int8") or {}).get("distilled") or {}
+        out.append([f"distilled student, {key}", data.get(key, key),
+                    f"{_pct(s['test_accuracy'])} {s['model']} (teacher {t['model']} {_pct(t['test_accuracy'])}{size})",
+                    f"{_pct(a['test_accuracy'])} same student trained alone",
+                    (f"{lat['distilled']:.1f} ms (teacher {lat['teacher']:.1f} ms)" if "distilled" in lat else "-"),
+                    "-", (f"{i8['size_bytes'] / 1024:.0f} KB, {100 * (i8['accuracy'] - i8['keras_accuracy']):+.2f} pts"
+                          if i8.get("supported") else "-")])
+    return out
+
+
 def rows(folder: Path | None = None) -> list[list[str]]:
     folder = folder or RESULTS
     trans, speech = _load(folder, "translation"), _load(folder, "speech_commands")
@@ -105,6 +126,9 @@ def rows(folder: Path | None = None) -> list[list[str]]:
     photos = _load(folder, "photos")
     if photos and photos.get("suite"):
         out.append(_photos_row(photos))
+    distilled = _load(folder, "distill")
+    if distilled:
+        out.extend(_distill_rows(distilled))
     if trans:
         s, r = trans["suite"], trans.get("recipe") or {}
         out.append(["translation EN→ES", f"Tatoeba `spa-eng/test.tsv`, first {s['examples']:,} pairs",

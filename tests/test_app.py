@@ -118,21 +118,25 @@ def png(color, size=(12, 12)) -> bytes:
     return buf.getvalue()
 
 
-class TinyImage(ClassificationTask):
-    name = "tiny_image"
-    title = "Tiny image"
-    description = "A test task: red or blue."
-    input_kind = "image"
-    upload_types = ("png", "jpg")
+class HandMade(ClassificationTask):
+    """A test task whose runs hold a model written by hand: nothing to load or build."""
 
     def load_data(self, source, config):
-        raise DataSourceError("tiny_image has no data")
+        raise DataSourceError(f"{self.name} has no data")
 
     def build_inputs(self, config, meta):
         raise NotImplementedError
 
     def build_backbone(self, config, meta):
         raise NotImplementedError
+
+
+class TinyImage(HandMade):
+    name = "tiny_image"
+    title = "Tiny image"
+    description = "A test task: red or blue."
+    input_kind = "image"
+    upload_types = ("png", "jpg")
 
     def decode_input(self, raw, meta):
         from PIL import Image, UnidentifiedImageError
@@ -328,22 +332,13 @@ def test_draw_is_offered_only_where_the_task_gives_a_pad_and_waits_for_a_drawing
     assert prediction(at) is None and not at.error  # an empty pad is not an input
 
 
-class TinyText(ClassificationTask):
+class TinyText(HandMade):
     """A test text task: "long" or "short" from the number of characters (no tokenizer to train)."""
 
     name = "tiny_text"
     title = "Tiny text"
     description = "A test task: long or short."
     input_kind = "text"
-
-    def load_data(self, source, config):
-        raise DataSourceError("tiny_text has no data")
-
-    def build_inputs(self, config, meta):
-        raise NotImplementedError
-
-    def build_backbone(self, config, meta):
-        raise NotImplementedError
 
     def decode_input(self, raw, meta):
         return np.array([min(len(str(raw)), 40) / 10.0], np.float32)

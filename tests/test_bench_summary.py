@@ -18,7 +18,8 @@ def test_readme_quotes_exactly_what_the_saved_results_say():
     block = readme.split(summary.START, 1)[1].split(summary.END, 1)[0].strip()
     assert block == summary.table().strip()
     assert "No full benchmark results" not in block  # the committed results hold every plugin's full run
-    assert len(summary.rows()) == 7  # MNIST, CIFAR-10, photos, SST-2, translation, speech, unseen speakers
+    # MNIST, SST-2, CIFAR-10, photos, two distilled students, translation, speech, unseen speakers
+    assert len(summary.rows()) == 9
 
 
 def _results(folder, accuracy=0.9876, predict_s=0.040, suite_s=0.002):
@@ -154,3 +155,18 @@ def test_modules_run_in_lanes_with_machine_first_and_app_last(tmp_path, monkeypa
     most[0] = 0
     assert bench_run.main(["--full"]) == 0
     assert order == bench_run.MODULES and most[0] == 1  # one at a time, in the documented order
+
+
+def test_distilled_students_are_set_against_the_same_student_alone(tmp_path):
+    run = {"model": "cnn_fast", "test_accuracy": 0.8, "macs": 8.0}
+    parts = {"image": {"runs": {"teacher": {**run, "test_accuracy": 0.86, "macs": 32.0}, "alone": run,
+                                "distilled": {**run, "test_accuracy": 0.81}},
+                       "predict_ms_p50": {"teacher": 2.4, "distilled": 1.9},
+                       "tflite_int8": {"distilled": {"supported": True, "size_bytes": 2048, "accuracy": 0.795,
+                                                     "keras_accuracy": 0.8}}},
+             "sentiment": {"skipped": "no data"}}
+    (tmp_path / "distill.json").write_text(json.dumps({"machine": "m", "parts": parts}))
+    (row,) = summary.rows(tmp_path)
+    assert row[0] == "distilled student, image"
+    assert row[2] == "81.0% cnn_fast (teacher cnn_fast 86.0%, 0.25x the teacher's multiply-adds)"
+    assert row[3] == "80.0% same student trained alone" and row[6] == "2 KB, -0.50 pts"
