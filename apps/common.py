@@ -118,33 +118,9 @@ def _load_and_warm(run_path: str):
           file=sys.stderr, flush=True)
     # Trace the compiled calls now, so the user's first prediction is fast.
     with contextlib.suppress(Exception):
-        examples = predictor.task.examples(predictor.meta)
-        if examples:
-            first = examples[0].value
-            predictor.predict([first])
-            if predictor.task.input_kind == "image":
-                # A second size makes the tf.function trace once for any image size (reduce_retracing).
-                other = _resized_image(first)
-                if other is not None:
-                    predictor.predict([predictor.decode(other)])
+        for raw in predictor.task.warmup_inputs(predictor.meta):
+            predictor.predict([raw])
     return predictor
-
-
-def _resized_image(raw) -> bytes | None:
-    if not isinstance(raw, bytes):
-        return None
-    import io
-
-    from PIL import Image
-
-    try:
-        img = Image.open(io.BytesIO(raw))
-        img = img.resize((img.width + 7, img.height + 5))
-        buf = io.BytesIO()
-        img.save(buf, format="PNG")
-        return buf.getvalue()
-    except Exception:
-        return None
 
 
 def get_predictor(run: Run):

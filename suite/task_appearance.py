@@ -54,6 +54,11 @@ class Appearance:
         """Example inputs for the app's "Try it" tab and for tests."""
         return []
 
+    def warmup_inputs(self, meta: dict) -> list[Any]:
+        """Raw inputs the app predicts on once when it loads a model, so that the user's first prediction does not
+        pay for tracing: one per input shape the compiled call should see. Default: the first example."""
+        return [e.value for e in self.examples(meta)[:1]]
+
     def drawing(self, meta: dict) -> Drawing | None:
         """A drawing pad for this model's inputs (image tasks), or None for no "Draw" input. Default: none."""
         return None

@@ -371,6 +371,26 @@ def test_predict_as_you_type_answers_from_the_live_box_and_keeps_the_text(home, 
     assert at.text_area(key="tiny_text:text").value == "Hi" and prediction(at) == "short"
 
 
+class TwoShapes(TinyImage):
+    name = "two_shapes"
+
+    def warmup_inputs(self, meta):
+        return [png("red"), png("blue", size=(20, 9))]
+
+
+def test_a_model_load_predicts_each_of_the_tasks_warmup_inputs(home, registry_of, monkeypatch):
+    from suite.predictor import Predictor
+    from suite_app import common
+
+    registry_of(TwoShapes())
+    run = make_image_run(home, "two_shapes")
+    seen = []
+    real = Predictor.predict
+    monkeypatch.setattr(Predictor, "predict", lambda self, raws, **kw: seen.extend(raws) or real(self, raws, **kw))
+    common._load_and_warm(str(run.path))
+    assert seen == TwoShapes().warmup_inputs({})
+
+
 # ---- plugin isolation ---------------------------------------------------------------------------------
 def test_a_plugin_whose_predict_raises_breaks_only_its_own_page(home, registry_of):
     from suite_tabular.task import TabularClassification

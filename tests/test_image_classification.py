@@ -318,3 +318,11 @@ def test_no_background_matching_where_backgrounds_vary_between_images(task, tmp_
     assert "match_background" not in {layer.name for layer in model.layers}
     assert task.input_notes(_png(_digit_like(False)), bundle.meta) == []
     assert background(np.stack([_digit_like(True)] * 99 + [_digit_like(False)])[..., None]) == "dark"  # 1% odd: still dark
+
+
+def test_warmup_gives_the_first_example_and_one_of_another_size(task):
+    bundle = task.load_data(parse_source("sample"), task.make_config())
+    first, other = task.warmup_inputs(bundle.meta)
+    assert first == task.examples(bundle.meta)[0].value
+    a, b = (task.decode_input(raw, bundle.meta) for raw in (first, other))
+    assert a.shape[2] == b.shape[2] and a.shape[:2] != b.shape[:2]  # two sizes: traced once for any size

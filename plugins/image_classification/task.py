@@ -646,6 +646,16 @@ class ImageClassificationTask(ClassificationTask):
         return [Example(f"{e['label']} ({i + 1})", base64.b64decode(e["png"]), expected=e["label"])
                 for i, e in enumerate(meta.get("examples", []))]
 
+    def warmup_inputs(self, meta):
+        """The first example and a copy of another size: with two sizes seen, the compiled call (reduce_retracing)
+        traces once for every image size, so a user's own photo is not slow either."""
+        first = super().warmup_inputs(meta)
+        if not first:
+            return []
+        pixels = images.decode_image(first[0], int(meta.get("channels", 1)))
+        height, width = pixels.shape[:2]
+        return [first[0], images.encode_png(images.resize_array(pixels, (height + 5, width + 7)))]
+
     def drawing(self, meta):
         """Grey glyph models (MNIST-like) get bright strokes on black, as their digits are; a thick pen, since
         the pad is shrunk to the model's size (280 px to 28: a 22 px stroke becomes MNIST's 2 px). Photo
