@@ -229,6 +229,17 @@ def app_page_test(task_name: str, *, timeout: float = 90):
     return apptest_open_page(at, task_name)
 
 
+def predicted_label(at) -> str | None:
+    """The label in the page's "Prediction: ..." heading after ``at.run()``, or None when it shows none."""
+    import re
+
+    for m in at.markdown:
+        found = re.match(r"### Prediction: (.+?)\s{2}", str(m.value))
+        if found:
+            return found.group(1)
+    return None
+
+
 # The core's own load path (registry -> the plugin's keras_modules -> safe_mode load) in a new interpreter, then
 # the plugin's first two examples through the reloaded model.
 _FRESH_RELOAD = """

@@ -94,11 +94,9 @@ def no_exceptions(at) -> None:
 
 
 def prediction(at) -> str | None:
-    for m in at.markdown:
-        match = re.match(r"### Prediction: (.+?)\s{2}", str(m.value))
-        if match:
-            return match.group(1)
-    return None
+    from suite.testing import predicted_label
+
+    return predicted_label(at)
 
 
 def latency_ms(at) -> float | None:

@@ -15,7 +15,7 @@ from suite.errors import DataSourceError, InputError
 from suite.registry import Registry, set_registry
 from suite.runstore import RunStore
 from suite.task import ClassificationTask, Example
-from suite.testing import app_page_test
+from suite.testing import app_page_test, predicted_label
 from suite.views import View
 
 pytestmark = pytest.mark.xdist_group("app")
@@ -89,27 +89,21 @@ def signal_page(tmp_path, monkeypatch):
     set_registry(None)
 
 
-def _prediction(at) -> str | None:
-    for m in at.markdown:
-        found = re.match(r"### Prediction: (.+?)\s{2}", str(m.value))
-        if found:
-            return found.group(1)
-    return None
 
 
 def test_a_signal_plugin_gets_a_page_with_its_plot_upload_and_section(signal_page):
     at = signal_page
     assert not at.exception, [e.value for e in at.exception]
-    assert _prediction(at) == "rising"  # the example, predicted on arrival
+    assert predicted_label(at) == "rising"  # the example, predicted on arrival
     assert any(c.value == "the signal as given" for c in at.caption)  # its input view, under the result
     assert at.get("vega_lite_chart")
     assert any("**Signal checks** for `signals-run`: 2 classes" in str(m.value) for m in at.markdown)
     # A CSV file of the signal fills the box and is predicted.
     at.file_uploader(key="signals:text_upload").upload("falling.csv", b"7\n6\n5\n4\n3\n2\n1\n0\n", "text/csv").run()
     assert not at.exception and not at.error, [e.value for e in at.error]
-    assert _prediction(at) == "falling"
+    assert predicted_label(at) == "falling"
     # A bad file is one red line, and the page still works.
     at.file_uploader(key="signals:text_upload").clear().upload("short.csv", b"1,2,3", "text/csv").run()
     assert any("has 8 samples, this one has 3" in str(e.value) for e in at.error)
     at.text_area(key="signals:text").set_value("0,1,2,3,4,5,6,9").run()
-    assert _prediction(at) == "rising" and not at.error
+    assert predicted_label(at) == "rising" and not at.error

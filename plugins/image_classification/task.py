@@ -621,11 +621,12 @@ class ImageClassificationTask(ClassificationTask):
 
         with Image.open(io.BytesIO(bytes(raw))) as img:
             width, height, mode = img.width, img.height, img.mode
-            # a grey picture stored as RGB (a drawing from the app's pad, a screenshot) loses nothing
-            colour = (mode not in ("L", "LA", "1", "I", "I;16", "F", "P")
+            # a grey picture stored as RGB (a drawing from the app's pad, a screenshot) loses nothing; the pixels
+            # are looked at only for a grey model, and only for pictures of at most a megapixel
+            colour = (int(meta.get("channels", 3)) == 1 and mode not in ("L", "LA", "1", "I", "I;16", "F", "P")
                       and (width * height > 1 << 20 or _has_colour(img)))
         notes = []
-        if int(meta.get("channels", 3)) == 1 and colour:
+        if colour:
             notes.append("The colour picture was converted to grayscale: the model was trained on grayscale images.")
         if meta.get("background") in ("dark", "light"):
             with contextlib.suppress(InputError):
