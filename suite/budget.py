@@ -5,7 +5,7 @@ core turns the number of training examples, the budget and the machine's measure
 rule is the one the fast-training literature follows (Li et al. 2020, "Budgeted training"; the DAWNBench and
 airbench recipes): a model needs some number of passes over the data to converge, so take the *largest* model
 that still gets ``target_epochs`` passes within the budget, then spend what is left on extra epochs. The choice
-is a pure function of its arguments (tested in tests/test_budget.py); only ``measure_flops_per_s`` touches the
+is a pure function of its arguments (tested in tests/test_budget.py); only the two ``measure_*`` probes touch the
 machine, and the trainer stores its result with the plan so a resumed run keeps the same choice.
 """
 
@@ -65,8 +65,8 @@ def choose_by_budget(candidates: Sequence[Candidate], *, n_train: int, budget_s:
     index = fitting[-1] if fitting else 0
     chosen, epoch_s = candidates[index], costs[index]
     epochs = int(min(max_epochs, max(min_epochs, math.floor(budget_s / epoch_s))))
-    reasons = [f"{n_train} training examples, budget {budget_s / 60:.1f} min, machine {flops_per_s / 1e9:.0f} "
-               f"GFLOP/s measured"]
+    reasons = [f"{n_train} training examples, budget {budget_s / 60:.1f} min, the model family trains at "
+               f"{flops_per_s / 1e9:.0f} GFLOP/s here (measured)"]
     if fitting:
         bigger = candidates[index + 1:index + 2]
         why_not = (f"; {bigger[0].name} would get only {budget_s / costs[index + 1]:.1f}" if bigger else "")
@@ -105,6 +105,43 @@ def measure_flops_per_s(dtype: str = "float32", seconds: float = 0.25, n: int = 
             calls += 1
         best = max(best, 2.0 * n**3 * calls / (time.perf_counter() - start))
     return best
+
+
+def measure_train_flops_per_s(build, input_shape: Sequence[int], train_flops: float, *, classes: int = 10,
+                              batch: int = 128, seconds: float = 1.0, policy: str | None = None) -> float:
+    """Sustained training speed of a real model on this machine, in FLOP/s of its own ``train_flops``.
+
+    ``build(inputs)`` maps a ``keras.Input`` to the features a classifier head goes on; the probe trains the
+    result on random data for about ``seconds`` after two warm-up steps (tracing, kernel choice) and returns
+    ``train_flops * examples / second``. A matmul probe misjudges convolutions by a factor that depends on the CPU
+    and precision (measured 1.8x on bf16 convolutions here: docs/BENCHMARKS.md, "Photos of varying size"), which
+    made the plan leave a quarter of its budget unused; timing the model family itself removes that guess.
+    ``policy`` is the dtype policy the run will train in (None: the current one); the global policy is restored.
+    """
+    import keras
+    import numpy as np
+
+    before = keras.config.dtype_policy().name
+    if policy:
+        keras.config.set_dtype_policy(policy)
+    try:
+        inputs = keras.Input(shape=tuple(input_shape))
+        outputs = keras.layers.Dense(classes, dtype="float32")(build(inputs))
+        model = keras.Model(inputs, outputs)
+        model.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9),
+                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        rng = np.random.default_rng(0)
+        x = rng.uniform(-1, 1, (batch, *input_shape)).astype(np.float32)
+        y = rng.integers(0, classes, batch)
+        for _ in range(2):
+            model.train_on_batch(x, y)
+        steps, start = 0, time.perf_counter()
+        while time.perf_counter() - start < seconds or steps < 2:
+            model.train_on_batch(x, y)
+            steps += 1
+        return train_flops * batch * steps / (time.perf_counter() - start)
+    finally:
+        keras.config.set_dtype_policy(before)
 
 
 @dataclasses.dataclass(frozen=True)

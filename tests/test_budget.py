@@ -131,3 +131,33 @@ def test_warmup_follows_the_epochs_that_will_run_even_when_set_by_hand():
     assert plan.values["warmup_epochs"] <= 0.3  # not the planned run's 3 epochs of warm-up in a 1-epoch run
     long = plan_image(ImageClassificationConfig(), CIFAR, 45_000, frozenset(), flops_per_s=2e11)
     assert long.values["warmup_epochs"] == round(0.15 * long.values["epochs"], 1)
+
+
+def test_the_model_probe_times_real_training_steps_and_restores_the_dtype_policy():
+    import keras
+
+    from suite.budget import measure_train_flops_per_s
+
+    def features(x):
+        return keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(8, 3)(x))
+
+    before = keras.config.dtype_policy().name
+    flops = 2 * 3 * (6 * 6 * 9 * 3 * 8)  # forward and backward of the 8x8x3 -> 6x6x8 convolution
+    speed = measure_train_flops_per_s(features, (8, 8, 3), flops, classes=3, batch=8, seconds=0.05,
+                                      policy="mixed_bfloat16")
+    assert 1e3 < speed < 1e14  # FLOP/s of a few steps: a real rate, not steps or seconds
+    assert keras.config.dtype_policy().name == before
+
+
+def test_the_speed_probe_trains_at_the_middle_of_the_sides_the_plan_may_pick():
+    from suite_plugins.image_classification.plan import input_sides, probe_size
+
+    assert input_sides(CIFAR) == (32,) and probe_size(CIFAR) == 32
+    assert input_sides({**PHOTOS, "median_side": 300}) == (64, 96, 128) and probe_size({**PHOTOS, "median_side": 300}) == 96
+    assert probe_size({**PHOTOS, "median_side": 80}) == 64  # no side larger than the photos themselves
+
+
+def test_a_faster_measured_speed_buys_a_larger_model_or_more_epochs_never_less():
+    slow, fast = _plan(CIFAR, 45_000, flops=200e9), _plan(CIFAR, 45_000, flops=350e9)
+    cost = {w: w * w for w in (16, 24, 32, 40, 48, 64)}
+    assert (cost[fast.values["width"]] * fast.values["epochs"]) > (cost[slow.values["width"]] * slow.values["epochs"])

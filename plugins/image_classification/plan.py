@@ -16,9 +16,13 @@ from suite_plugins.image_classification.model import FAST_WIDTHS, fast_forward_m
 # their accuracy bar with room to spare, and a slower machine still stops by the budget.
 AUTO_BUDGET_MINUTES = 15.0
 PHOTO_SIZES = (64, 96, 128)  # input sides tried for photos of varying size
-# Sustained speed of cnn_fast against the float32 matmul probe (measured: 1.2 in mixed bfloat16 on an AVX512_BF16
-# CPU, 0.9 in float32); small widths run at a lower fraction.
-EFFICIENCY = {"mixed_bfloat16": 1.2, "float32": 0.9}
+# The machine's speed comes from timing cnn_fast at REFERENCE_WIDTH (``suite.budget.measure_train_flops_per_s``);
+# narrower models run at a lower fraction of it (their small matmuls keep fewer cores busy).
+REFERENCE_WIDTH = 32
+NARROW_EFFICIENCY = 0.75
+# Should the model probe fail: cnn_fast's speed against the float32 matmul probe (the lower of its measured 0.9
+# in float32 and 1.2-1.8 in mixed bfloat16).
+MATMUL_EFFICIENCY = 0.9
 
 
 def is_glyphs(meta: dict) -> bool:
@@ -33,14 +37,26 @@ def photo_sizes(median_side: int) -> tuple[int, ...]:
     return fitting or PHOTO_SIZES[:1]
 
 
-def candidates(meta: dict, uniform: bool, precision: str) -> list[Candidate]:
+def input_sides(meta: dict) -> tuple[int, ...]:
+    """The input sides the plan chooses among: the data's own for one size, else ``photo_sizes``."""
+    if int(meta.get("native_sizes", 1)) <= 1:
+        return (int(meta["image_size"]),)
+    return photo_sizes(int(meta.get("median_side") or 0))
+
+
+def probe_size(meta: dict) -> int:
+    """The side the speed probe trains at: the middle of the sides the plan may choose."""
+    sides = input_sides(meta)
+    return sides[len(sides) // 2]
+
+
+def candidates(meta: dict) -> list[Candidate]:
     """cnn_fast at every width (and, for photos of varying size, every input side), cheapest first."""
     channels = int(meta["channels"])
-    sizes = (int(meta["image_size"]),) if uniform else photo_sizes(int(meta.get("median_side") or 0))
     out = []
-    for size in sizes:
+    for size in input_sides(meta):
         for width in FAST_WIDTHS:
-            efficiency = EFFICIENCY.get(precision, 0.9) * (0.75 if width < 32 else 1.0)
+            efficiency = NARROW_EFFICIENCY if width < REFERENCE_WIDTH else 1.0
             out.append(Candidate(f"cnn_fast width {width} at {size} px", {"width": width, "image_size": size},
                                  3 * 2 * fast_forward_macs(width, size, channels), efficiency))
     return sorted(out, key=lambda c: c.train_flops / c.efficiency)
@@ -79,9 +95,9 @@ def _warmup(epochs: int) -> float:
     return round(max(min(1.0, 0.3 * epochs), 0.15 * epochs), 1)
 
 
-def plan_image(config, meta: dict, n_train: int, explicit: frozenset[str], *, flops_per_s: float,
-               precision: str = "mixed_bfloat16") -> TrainingPlan:
-    """The plan for one data set: pure in its arguments (config, data statistics, budget, machine speed)."""
+def plan_image(config, meta: dict, n_train: int, explicit: frozenset[str], *, flops_per_s: float) -> TrainingPlan:
+    """The plan for one data set: pure in its arguments (config, data statistics, budget, and the machine's
+    speed as cnn_fast at ``REFERENCE_WIDTH`` trains, in FLOP/s)."""
     model = config.model if "model" in explicit else "auto"
     if model == "auto" and is_glyphs(meta):
         return TrainingPlan({"model": "cnn_base"}, {}, ("grey images of at most 64 px look like glyphs (digits, "
@@ -92,7 +108,7 @@ def plan_image(config, meta: dict, n_train: int, explicit: frozenset[str], *, fl
     auto_budget = "time_budget_minutes" not in explicit or config.time_budget_minutes <= 0
     budget_min = AUTO_BUDGET_MINUTES if auto_budget else float(config.time_budget_minutes)
     target = target_epochs_for(n_train)
-    pool = candidates(meta, uniform, precision)
+    pool = candidates(meta)
     if "width" in explicit and config.width:
         pool = [c for c in pool if c.values["width"] == config.width] or pool
     if "image_size" in explicit and config.image_size:

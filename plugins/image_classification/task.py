@@ -524,15 +524,14 @@ class ImageClassificationTask(ClassificationTask):
 
     # ---- plan ----------------------------------------------------------------------------------------
     def plan(self, config, data, explicit):
-        from suite.budget import measure_flops_per_s
         from suite.strategy import cpu_has_bf16
         from suite_plugins.image_classification.plan import plan_image
 
         if is_glyphs(data.meta) and config.model in ("auto", "cnn_base"):  # no probe needed
             return plan_image(config, data.meta, int(data.counts.get("train") or 1), explicit, flops_per_s=1.0)
+        policy = "mixed_bfloat16" if cpu_has_bf16() else None  # None: the policy the strategy chose
         return plan_image(config, data.meta, int(data.counts.get("train") or 1), explicit,
-                          flops_per_s=measure_flops_per_s(),
-                          precision="mixed_bfloat16" if cpu_has_bf16() else "float32")
+                          flops_per_s=_probe_speed(data.meta, policy))
 
     def optimizer(self, config, steps_per_epoch):
         """SGD with Nesterov momentum for cnn_fast (the fast-CIFAR recipe), AdamW otherwise."""
@@ -715,6 +714,26 @@ class ImageClassificationTask(ClassificationTask):
         label = meta["class_names"][cls]
         return Explanation(kind="heatmap", data={"image": rgb, "heatmap": heat.astype(np.float32)},
                            caption=f"Grad-CAM: regions that raised the score of {label!r}")
+
+
+def _probe_speed(meta: dict, policy: str | None) -> float:
+    """How fast cnn_fast trains here (FLOP/s of its own cost): the reference candidate of ``plan.py`` timed for
+    about a second. Should the probe fail (an exotic backend), the matmul speed scaled as measured on CPUs."""
+    from types import SimpleNamespace
+
+    from suite.budget import measure_flops_per_s, measure_train_flops_per_s
+    from suite_plugins.image_classification.model import fast_backbone, fast_forward_macs
+    from suite_plugins.image_classification.plan import MATMUL_EFFICIENCY, REFERENCE_WIDTH, probe_size
+
+    size, channels = probe_size(meta), int(meta["channels"])
+    probe_meta = {"channels": channels, "image_size": size}
+    try:
+        return measure_train_flops_per_s(fast_backbone(SimpleNamespace(width=REFERENCE_WIDTH), probe_meta),
+                                         (size, size, channels), 6 * fast_forward_macs(REFERENCE_WIDTH, size, channels),
+                                         classes=len(meta["class_names"]), batch=128 if size <= 64 else 64,
+                                         policy=policy)
+    except Exception:  # noqa: BLE001 - a plan from the cruder probe beats no plan
+        return measure_flops_per_s() * MATMUL_EFFICIENCY
 
 
 def _gradcam_model(model):
