@@ -42,8 +42,28 @@ def confusion_chart(matrix: list[list[int]], class_names: list[str]) -> alt.Char
     return (heat + text).properties(width=size, height=size)
 
 
-def attention_chart(source: list[str], target: list[str], weights) -> alt.Chart:
+def merge_word_pieces(tokens: list[str], weights, axis: int, *, reduce: str = "sum"):
+    """Whole words from WordPiece tokens ("tren", "##es" -> "trenes") with their weights joined along ``axis``:
+    summed for source words (the attention a word gets is its pieces' total), averaged for output words (each
+    output row sums to one, and so does their mean)."""
     w = np.asarray(weights, dtype=np.float32)
+    words: list[str] = []
+    groups: list[list[int]] = []
+    for i, token in enumerate(tokens[: w.shape[axis]]):
+        if token.startswith("##") and words:
+            words[-1] += token[2:]
+            groups[-1].append(i)
+        else:
+            words.append(token)
+            groups.append([i])
+    join = np.sum if reduce == "sum" else np.mean
+    merged = [join(np.take(w, g, axis=axis), axis=axis, keepdims=True) for g in groups]
+    return words, (np.concatenate(merged, axis=axis) if merged else w)
+
+
+def attention_chart(source: list[str], target: list[str], weights) -> alt.Chart:
+    source, w = merge_word_pieces(list(source), weights, axis=1, reduce="sum")
+    target, w = merge_word_pieces(list(target), w, axis=0, reduce="mean")
     # Position-prefixed labels keep repeated tokens apart.
     src = [f"{i}:{t}" for i, t in enumerate(source)]
     tgt = [f"{i}:{t}" for i, t in enumerate(target)]
@@ -56,8 +76,9 @@ def attention_chart(source: list[str], target: list[str], weights) -> alt.Chart:
         alt.Chart(pd.DataFrame(rows))
         .mark_rect()
         .encode(
-            x=alt.X("source:N", sort=src, title="source"),
-            y=alt.Y("target:N", sort=tgt, title="output"),
+            # Every word labelled: Vega-Lite's default drops labels it thinks overlap (every other one here).
+            x=alt.X("source:N", sort=src, title="source", axis=alt.Axis(labelOverlap=False, labelAngle=-45)),
+            y=alt.Y("target:N", sort=tgt, title="output", axis=alt.Axis(labelOverlap=False)),
             color=alt.Color("weight:Q", scale=alt.Scale(scheme="greens")),
             tooltip=["source", "target", alt.Tooltip("weight:Q", format=".3f")],
         )

@@ -578,16 +578,19 @@ def _finished_view(task, run: Run, status: str, column) -> None:
         st.session_state[f"{task.name}:tab"] = TABS[0]
 
     column.button("Try it now", key=f"{run.name}:try-now", type="primary", on_click=try_now)
-    if status == "completed" and task.output_kind == "classes" and not (run.info.get("distill")):
+    if status == "completed" and (task.output_kind == "classes" or task.distill_students) and not (
+            run.info.get("distill")):
         _distill_action(task, run)
 
 
 def _distill_action(task, run: Run) -> None:
-    """Compress this run into a small student trained on its soft outputs; the student's curve shows here."""
+    """Compress this run into a small student trained on its outputs; the student's curve shows here."""
     students = list(task.distill_students or {})
+    how = ("its soft outputs" if task.output_kind == "classes" else
+           "its own outputs for every training input, decoded once first (sequence-level)")
     with st.expander("Distill into a smaller, faster model"):
-        st.caption("Trains a small student on this run's data to copy this model's outputs (knowledge "
-                   "distillation); the student is a new run you can try, evaluate and export. See docs/DISTILL.md.")
+        st.caption(f"Trains a small student on this run's data to copy this model, from {how}: knowledge "
+                   "distillation. The student is a new run you can try, evaluate and export. See docs/DISTILL.md.")
         choice = st.selectbox("Student", students, key=f"{run.name}:student") if students else None
         if st.button("Distill", key=f"{run.name}:distill"):
             with guard("Distill"):

@@ -226,7 +226,9 @@ def default_run(root: Path) -> dict:
             "test_accuracy": run["metrics"]["test"]["accuracy"], "wall_seconds": run["wall_seconds"],
             "cpu_seconds": run["cpu_seconds"], "peak_rss_mb": run["peak_rss_mb"],
             "train_seconds": run["metrics"].get("train_seconds"),
-            "plan": (run["info"].get("plan") or {}).get("values"), "load": os.getloadavg()}
+            "plan": (run["info"].get("plan") or {}).get("values"),
+            "plan_reasons": (run["info"].get("plan") or {}).get("reasons"),
+            "epochs_done": run["info"].get("epochs_done"), "load": os.getloadavg()}
 
 
 def main(argv=None) -> int:

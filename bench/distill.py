@@ -2,7 +2,11 @@
 
 - sentiment (SST-2): the default ensemble teaches the ``cnn`` student;
 - image (CIFAR-10): the default (cnn_fast at the width its plan picks) teaches the widest cnn_fast with at most
-  a quarter of its multiply-adds.
+  a quarter of its multiply-adds;
+- translation (spa-eng): the default Transformer (2+2 layers) teaches the 1+1-layer ``small`` student at the
+  sequence level (the teacher's decoded outputs for every training source); BLEU on the first 2,000 test pairs
+  and decoding speed. Its time budgets come from ``BENCH_DISTILL_TRANSLATION`` ("teacher_min,student_min,pairs",
+  default "12,8,0": the teacher trains 12 minutes, not the default's 60, on all pairs, 0 = all).
 
 The three runs of a part share data, seed, split and config (``suite.distill.student_config``), so the teacher
 is the only difference between the two students. Each run is scored on its whole test split; latency is one
@@ -133,18 +137,75 @@ def part(key: str, quick: bool) -> dict:
             "distill": student.info.get("distill")}
 
 
+def _translation_data() -> str | None:
+    folder = shared_data("spa-eng")
+    return str(folder) if folder and (folder / "train.tsv").is_file() else None
+
+
+def _decode_rate(predictor, sentences: list[str], batch: int = 50) -> float:
+    """Sentences per second through ``Predictor.predict`` in batches (after one warm-up batch)."""
+    predictor.predict(sentences[:batch])
+    t = time.perf_counter()
+    for i in range(0, len(sentences), batch):
+        predictor.predict(sentences[i:i + batch])
+    return len(sentences) / (time.perf_counter() - t)
+
+
+def translation_part(quick: bool) -> dict:
+    """Teacher, the 1+1 student alone and the student distilled at the sequence level, side by side."""
+    from suite.distill import TARGETS_FILE, distill, student_config
+    from suite.predictor import Predictor
+    from suite.registry import get
+    from suite.trainer import TrainOptions, train
+    from suite_plugins.translation.task import read_pairs
+
+    data = _translation_data()
+    if data is None:
+        return {"skipped": "spa-eng not found (set SUITE_SHARED_DATA)"}
+    spec = os.environ.get("BENCH_DISTILL_TRANSLATION", "1,1,3000" if quick else "12,8,0")
+    teacher_min, student_min, pairs = (float(v) for v in spec.split(","))
+    task = get("translation")
+    options = TrainOptions(tensorboard=False)
+    common = {"epochs": 40, **({"max_train_examples": int(pairs)} if pairs else {})}
+    teacher, t_s = _timed(lambda: train(task, data, {**common, "time_budget_minutes": teacher_min},
+                                        name="translation-teacher", options=options))
+    over = {"time_budget_minutes": student_min}
+    config = student_config(teacher, task, "small", over)
+    alone, a_s = _timed(lambda: train(task, data, config, name="translation-student-alone", options=options))
+    t0 = time.perf_counter()
+    student, d_s = _timed(lambda: distill(teacher.name, over, student="small", name="translation-student-distilled",
+                                          options=options))
+    sentences = [src for src, _ in read_pairs(Path(data) / "test.tsv")][: 200 if quick else 1000]
+    rates = {name: _decode_rate(Predictor(run), sentences)
+             for name, run in (("teacher", teacher), ("alone", alone), ("distilled", student))}
+    rows = {}
+    for name, run, seconds in (("teacher", teacher, t_s), ("alone", alone, a_s), ("distilled", student, d_s)):
+        test = run.metrics.get("test") or {}
+        rows[name] = {"run": run.name, "bleu": test.get("bleu"), "chrf": test.get("chrf"),
+                      "layers": f"{run.config['encoder_layers']}+{run.config['decoder_layers']}",
+                      "epochs": len(run.history()), "train_seconds": run.info.get("train_seconds"),
+                      "wall_seconds": round(seconds, 1), "decode_sent_per_s": rates[name]}
+    with open(student.file(TARGETS_FILE), encoding="utf-8") as f:
+        cached = sum(1 for _ in f)
+    return {"data": data, "budgets_min": [teacher_min, student_min], "train_pairs": pairs or "all",
+            "runs": rows, "teacher_outputs": cached, "distilled_wall_seconds": round(time.perf_counter() - t0, 1),
+            "test_pairs": (teacher.info.get("counts") or {}).get("test"),
+            "distill": student.info.get("distill")}
+
+
 def run(quick: bool) -> str:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     os.environ["SUITE_HOME"] = tempfile.mkdtemp(prefix="bench-distill-")
     mode = "quick" if quick else "full"
-    names = [n for n in os.environ.get("BENCH_DISTILL", "").split(",") if n] or list(PARTS)
+    everything = [*PARTS, "translation"]
+    names = [n for n in os.environ.get("BENCH_DISTILL", "").split(",") if n] or everything
     results = {"quick": quick, "machine": machine(), "parts": {}}
     previous = RESULTS / f"{NAME}{'_quick' if quick else ''}.json"
-    if names != list(PARTS) and previous.exists():  # a subset: keep the other parts' last figures
+    if names != everything and previous.exists():  # a subset: keep the other parts' last figures
         results["parts"] = json.loads(previous.read_text()).get("parts", {})
     for key in names:
         try:
-            results["parts"][key] = part(key, quick)
+            results["parts"][key] = translation_part(quick) if key == "translation" else part(key, quick)
         except Exception as err:  # one part's failure is reported, the other still runs
             results["parts"][key] = {"skipped": f"failed: {type(err).__name__}: {str(err).splitlines()[0][:200]}"}
         results["load"] = os.getloadavg()
@@ -156,9 +217,30 @@ def _pct(x) -> str:
     return "-" if x is None else f"{100 * x:.2f}"
 
 
+def _translation_section(res: dict) -> str:
+    runs = res["runs"]
+    rows = [[label, runs[k]["layers"], f"{runs[k]['bleu']:.2f}", f"{runs[k]['chrf']:.2f}", runs[k]["epochs"],
+             f"{runs[k]['train_seconds']:.0f}", f"{runs[k]['decode_sent_per_s']:.1f}"]
+            for k, label in (("teacher", "teacher (default layers)"), ("alone", "student, trained alone"),
+                             ("distilled", "student, sequence-level distilled"))]
+    t, a, d = (runs[k]["bleu"] for k in ("teacher", "alone", "distilled"))
+    speed = runs["distilled"]["decode_sent_per_s"] / runs["teacher"]["decode_sent_per_s"]
+    return "\n".join([
+        f"### translation (`{Path(res['data']).name}`, training pairs: {res['train_pairs']}; teacher "
+        f"{res['budgets_min'][0]:g} min, each student {res['budgets_min'][1]:g} min of training)", "",
+        md_table(["run", "layers (enc+dec)", "BLEU", "chrF", "epochs", "train s", "decode sent/s (batch 50)"], rows),
+        "",
+        f"Distilled student: {d - t:+.2f} BLEU from the teacher, {d - a:+.2f} from the same student trained alone; "
+        f"it decodes {speed:.2f}x as fast as the teacher. The teacher decoded {res['teacher_outputs']:,} training "
+        f"sources once for it; the distilled run took {res['distilled_wall_seconds']:.0f} s in all, decoding "
+        "included. BLEU and chrF: sacreBLEU on the first 2,000 test pairs.", ""])
+
+
 def _part_section(key: str, res: dict) -> str:
     if "skipped" in res:
         return f"### {key}\n\nNot measured: {res['skipped']}.\n"
+    if key == "translation":
+        return _translation_section(res)
     runs, lat, i8 = res["runs"], res["predict_ms_p50"], res["tflite_int8"]
     header = ["run", "model", "test acc %", "epochs", "train s", "params", "predict ms (p50)",
               "int8 TFLite KB", "int8 TFLite ms (p50)", "int8 TFLite acc %"]

@@ -2,7 +2,8 @@
 
 1. Bounded memory: synthetic folders of 10,000 and 100,000 JPEG files (shapes on noise, 128x128, 10 classes)
    each train one epoch of the default image model streamed from the files (``cache=none``) in a fresh
-   process; peak RSS (VmHWM) of each, and the folder scan time.
+   process; peak RSS (VmHWM) of each, and the folder scan time. The same for 10,000 and 100,000 WAV clips
+   (1 s at 16 kHz, 10 "words" of tones and noise) and the default speech model.
 2. CIFAR-10 throughput: one epoch of the same fixed model from memory, streamed from the JPEG files, from a disk
    cache, and from a packed TFRecord folder, each in a fresh process; training images/s side by side.
 
@@ -36,7 +37,7 @@ from suite.runstore import RunStore
 from suite.trainer import TrainOptions, train
 from suite.events import iter_events
 t0 = time.perf_counter()
-run = train("image_classification", sys.argv[1], json.loads(sys.argv[2]), name="bench",
+run = train(sys.argv[4], sys.argv[1], json.loads(sys.argv[2]), name="bench",
             store=RunStore(sys.argv[3]), options=TrainOptions(tensorboard=False))
 wall = time.perf_counter() - t0
 epochs = [e for e in iter_events(run.events_path) if e.get("event") == "epoch_end"]
@@ -48,8 +49,9 @@ print(json.dumps({"status": run.status, "peak_rss_mb": rss(), "wall_seconds": wa
 """
 
 
-def train_child(data: str, overrides: dict, home: Path, env: dict | None = None) -> dict:
-    proc = subprocess.run([sys.executable, "-c", _TRAIN, data, json.dumps(overrides), str(home)],
+def train_child(data: str, overrides: dict, home: Path, env: dict | None = None,
+                task: str = "image_classification") -> dict:
+    proc = subprocess.run([sys.executable, "-c", _TRAIN, data, json.dumps(overrides), str(home), task],
                           capture_output=True, text=True, cwd=ROOT, timeout=3600,
                           env={**os.environ, **(env or {})})
     shutil.rmtree(home, ignore_errors=True)
@@ -82,12 +84,52 @@ def synthetic_folder(root: Path, n: int, side: int = 128, classes: int = 10) -> 
     return time.perf_counter() - t0
 
 
-def scan_seconds(root: Path) -> float:
+def synthetic_wav_folder(root: Path, n: int, rate: int = 16000, classes: int = 10) -> float:
+    """``n`` one-second 16-bit WAV clips in ``root/word<c>/``: a class-pitched tone burst at a random time on
+    noise (the speech plugin's folder layout); returns seconds."""
+    import wave
+
+    t0 = time.perf_counter()
+    rng = np.random.default_rng(0)
+    t = np.arange(rate) / rate
+    for c in range(classes):
+        (root / f"word{c}").mkdir(parents=True, exist_ok=True)
+    noise = (rng.normal(0, 0.05, (64, rate))).astype(np.float32)
+    for i in range(n):
+        c = i % classes
+        start = int(rng.integers(0, rate // 2))
+        burst = np.zeros(rate, np.float32)
+        burst[start:start + rate // 3] = 0.5 * np.sin(2 * np.pi * (300 + 150 * c) * t[: rate // 3])
+        clip = np.clip(burst + noise[i % 64], -1, 1)
+        with wave.open(str(root / f"word{c}" / f"{i:06d}.wav"), "wb") as w:
+            w.setnchannels(1)
+            w.setsampwidth(2)
+            w.setframerate(rate)
+            w.writeframes((clip * 32767).astype("<i2").tobytes())
+    return time.perf_counter() - t0
+
+
+def scan_seconds(root: Path, suffix: str = ".jpg") -> float:
     from suite.streaming import class_folder_splits
 
     t0 = time.perf_counter()
-    class_folder_splits(root, (".jpg",), val_fraction=0.1, test_fraction=0.1)
+    class_folder_splits(root, (suffix,), val_fraction=0.1, test_fraction=0.1)
     return time.perf_counter() - t0
+
+
+def wav_memory(sizes, work: Path) -> dict:
+    """One epoch of the default speech model streamed from each synthetic WAV folder, in a fresh process."""
+    out = {}
+    for n in sizes:
+        folder = work / f"wav{n}"
+        made = synthetic_wav_folder(folder, n)
+        scan = scan_seconds(folder, ".wav")
+        # No synthetic voices: they would add the same 1,000 clips to both folders and need espeak-ng.
+        trained = train_child(str(folder), {"epochs": 1, "cache": "none", "synthetic_voices": 0}, work / "home",
+                              task="speech_commands")
+        out[str(n)] = {**trained, "make_seconds": made, "scan_seconds": scan}
+        shutil.rmtree(folder, ignore_errors=True)
+    return out
 
 
 def run(quick: bool) -> str:
@@ -95,8 +137,13 @@ def run(quick: bool) -> str:
     sizes = (1_000, 5_000) if quick else (10_000, 100_000)
     work = Path(tempfile.mkdtemp(prefix="bench-stream-"))
     results: dict = {"quick": quick, "machine": machine(), "memory": {}, "cifar10": {}}
+    only = os.environ.get("BENCH_STREAMING", "")  # "wav": only the WAV folders, keeping the other figures
+    previous = ROOT / "bench" / "results" / f"{NAME}{'_quick' if quick else ''}.json"
+    if only == "wav" and previous.exists():
+        results = {**json.loads(previous.read_text()), "quick": quick}
     try:
-        for n in sizes:
+        results["wav"] = wav_memory(sizes, work)
+        for n in sizes if only != "wav" else ():
             folder = work / f"synthetic{n}"
             made = synthetic_folder(folder, n)
             scan = scan_seconds(folder)
@@ -105,7 +152,7 @@ def run(quick: bool) -> str:
             results["memory"][str(n)] = {**out, "make_seconds": made, "scan_seconds": scan}
             shutil.rmtree(folder, ignore_errors=True)
         cifar = shared_data("cifar10")
-        if cifar is not None:
+        if cifar is not None and only != "wav":
             results["cifar10"] = cifar_paths(cifar, work, quick)
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -162,6 +209,23 @@ def section(results: dict, quick: bool) -> str:
         f"Peak RSS grows by **{100 * growth:+.1f}%** from {list(mem)[0]} to {list(mem)[1]} files.",
         "",
     ]
+    wav = results.get("wav") or {}
+    if len(wav) >= 2:
+        wrows = [[f"{int(n):,}", f"{r['make_seconds']:.0f}", f"{r['scan_seconds']:.2f}", r["train"],
+                  f"{r['epoch_seconds']:.0f}", f"{r['images_per_sec']:.0f}", f"{r['peak_rss_mb']:.0f}"]
+                 for n, r in wav.items()]
+        w_small, w_big = (wav[k] for k in list(wav)[:2])
+        lines += [
+            "Synthetic WAV folders (1 s at 16 kHz, 16-bit, 10 classes of tone bursts on noise), one epoch of the "
+            "default speech model streamed from the files (`--set cache=none --epochs 1 --set synthetic_voices=0`):",
+            "",
+            md_table(["clips", "made in s", "scan s (names only)", "train clips", "epoch s", "train clips/s",
+                      "peak RSS MB"], wrows),
+            "",
+            f"Peak RSS grows by **{100 * (w_big['peak_rss_mb'] / w_small['peak_rss_mb'] - 1):+.1f}%** from "
+            f"{list(wav)[0]} to {list(wav)[1]} clips.",
+            "",
+        ]
     cif = results.get("cifar10") or {}
     if cif:
         base = cif["memory"]["images_per_sec"]

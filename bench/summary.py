@@ -93,6 +93,12 @@ def _distill_rows(d: dict) -> list[list[str]]:
             continue
         runs, lat = part["runs"], part.get("predict_ms_p50", {})
         t, a, s = runs["teacher"], runs["alone"], runs["distilled"]
+        if "bleu" in s:  # a text-output student: BLEU and decoding speed
+            out.append([f"distilled student, {key}", "Tatoeba `spa-eng/test.tsv`, first 2,000 pairs",
+                        f"BLEU {s['bleu']:.2f} {s['layers']} layers (teacher {t['layers']} {t['bleu']:.2f})",
+                        f"BLEU {a['bleu']:.2f} same student trained alone",
+                        f"{s['decode_sent_per_s']:.0f} sent/s (teacher {t['decode_sent_per_s']:.0f})", "-", "-"])
+            continue
         size = (f", {s['macs'] / t['macs']:.2f}x the teacher's multiply-adds" if "macs" in t and "macs" in s
                 else "")
         i8 = (part.get("tflite_int8") or {}).get("distilled") or {}

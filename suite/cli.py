@@ -105,6 +105,8 @@ def plugins(as_json, check, timeout, long_):
         click.echo(f"{r['name']:<24} {r['input']:<6} {r['output']:<8} {r['title']}")
         if long_:
             _echo_plugin_details(r)
+        for line in r["retired"]:
+            click.echo(f"    note: defines {line}")
     for f in failures:
         click.echo(f"FAILED {f['name']:<17} {f['reason']}")
     if not rows and not failures:
@@ -115,7 +117,8 @@ def _plugin_row(task, source: str) -> dict:
     return {"name": task.name, "title": task.title, "description": task.description, "input": task.input_kind,
             "output": task.output_kind, "source": source, "synthetic_sample": task.sample_synthetic,
             "sample": task.sample_description, "data_formats": task.data_formats,
-            "tfds_examples": list(task.tfds_examples), "upload_types": list(task.upload_types)}
+            "tfds_examples": list(task.tfds_examples), "upload_types": list(task.upload_types),
+            "retired": type(task).retired_parts()}
 
 
 def _echo_plugin_details(row: dict) -> None:

@@ -12,7 +12,7 @@ import typing
 # What the task is lives on Task itself; the three roles are its bases (suite/task_learning.py, task_serving.py,
 # task_appearance.py). "core" parts are the suite's own helpers: plugins use or inherit them, never override them.
 IDENTITY = ("name", "title", "description", "config_class", "keras_modules")
-CORE = ("REQUIRED_METHODS", "import_keras_objects", "missing_parts", "make_config")
+CORE = ("REQUIRED_METHODS", "import_keras_objects", "missing_parts", "retired_parts", "make_config")
 
 
 def roles() -> dict[str, tuple[str, ...]]:

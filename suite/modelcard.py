@@ -40,9 +40,7 @@ def render_model_card(run, task) -> str:
         f"best epoch {metrics.get('best_epoch')} by `{metrics.get('monitor')}`",
         f"- Hardware: {info.get('hardware', '')}",
         *_cut_short(info, metrics),
-        *([f"- Distilled from run `{info['distill']['teacher_name']}` (temperature "
-           f"{info['distill']['temperature']:g}, alpha {info['distill']['alpha']:g} on the hard labels)"]
-          if info.get("distill") else []),
+        *_distilled(info),
         "",
         "## Test metrics",
         "",
@@ -64,3 +62,12 @@ def render_model_card(run, task) -> str:
 
 def write_model_card(run, task) -> None:
     atomic.write_text(run.file("README.md"), render_model_card(run, task))
+
+
+def _distilled(info: dict) -> list[str]:
+    if not info.get("distill"):
+        return []
+    from suite.distill import DistillSpec, describe
+
+    spec = DistillSpec(**info["distill"])
+    return [f"- Distilled from run `{spec.teacher_name}` ({describe(spec)})"]

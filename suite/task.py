@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 
 from suite.config import TaskConfig
-from suite.task_appearance import Appearance, Drawing, Example
+from suite.task_appearance import Appearance, Drawing, Example, quoted
 from suite.task_learning import Learning
 from suite.task_serving import Explanation, Serving
 
@@ -23,9 +23,15 @@ if TYPE_CHECKING:
     from suite.data import DataBundle
 
 __all__ = ["INPUT_KINDS", "OUTPUT_KINDS", "Appearance", "ClassificationTask", "Drawing", "Example", "Explanation", "Learning",
-           "Serving", "Task", "low_confidence"]
+           "Serving", "Task", "low_confidence", "quoted"]
 
 INPUT_KINDS = ("image", "text", "audio", "table")
+# Hooks of contract 0.1 that the core stopped calling, with what replaced them. Results under 0.1's text key
+# ("translation") still read (suite.outputs); a custom ``page`` callable still replaces the generic page.
+RETIRED_PARTS = {
+    "predict_encoded": "no longer called since 0.2: decode_input serves every input (the in-graph fast paths "
+                       "measured 1.03-1.04x, docs/BENCHMARKS.md)",
+}
 OUTPUT_KINDS = ("classes", "text")
 
 
@@ -68,6 +74,13 @@ class Task(Learning, Serving, Appearance):
             if impl is None or impl in placeholders:  # still the base classes' NotImplementedError
                 missing.append(method)
         return missing
+
+    @classmethod
+    def retired_parts(cls) -> list[str]:
+        """One line per hook the plugin defines that this version of the contract no longer calls (a plugin
+        written against an older contract still loads and works; ``suite plugins`` says what it can drop)."""
+        return [f"{name}: {why}" for name, why in RETIRED_PARTS.items()
+                if any(name in vars(klass) for klass in cls.__mro__ if klass not in _CORE_BASES)]
 
     def make_config(self, overrides: dict | None = None) -> TaskConfig:
         return self.config_class.from_dict(overrides or {})
@@ -180,3 +193,7 @@ class ClassificationTask(Task):
         from suite.evaluation import classification_report
 
         return classification_report(self, model, ds, config, meta, limit=limit)
+
+
+# The contract's own classes: a retired hook counts only where a plugin's class defines it.
+_CORE_BASES = (Task, ClassificationTask, Learning, Serving, Appearance, object)

@@ -23,6 +23,13 @@ class Example:
     expected: str | None = None  # the label a good model should predict, when known
 
 
+def quoted(text: str, words: int = 6) -> str:
+    """An example's name from its own text: the first ``words`` words in quotes ("Where is the train…"), so a
+    list of examples reads as what they hold, not "example 1..5"."""
+    parts = str(text).split()
+    return "\u201c" + " ".join(parts[:words]) + ("\u2026" if len(parts) > words else "") + "\u201d"
+
+
 @dataclasses.dataclass(frozen=True)
 class Drawing:
     """The app's drawing pad for an image task ("Draw" beside Upload and Camera): colours and pen chosen to look

@@ -69,3 +69,23 @@ class Learning:
                  *, limit: int = 0) -> dict[str, Any]:
         """Task metrics on an unbatched split. Classification tasks inherit a full report."""
         raise NotImplementedError
+
+    def distill_sources(self, data: DataBundle) -> list[Any]:
+        """The training inputs a sequence-level teacher decodes for ``suite distill`` (text-output tasks): by
+        default the first element of each training example, strings decoded from UTF-8."""
+        sources = []
+        for example in data.train.as_numpy_iterator():
+            x = example[0]
+            sources.append(x.decode("utf-8") if isinstance(x, bytes) else x)
+        return sources
+
+    def with_train_targets(self, data: DataBundle, sources: list[Any], targets: list[Any]) -> DataBundle:
+        """``data`` with its training split replaced by (source, teacher output) pairs, what a sequence-level
+        student trains on; validation and test keep their real references."""
+        import dataclasses
+
+        import tensorflow as tf
+
+        train = tf.data.Dataset.from_tensor_slices((list(sources), [str(t) for t in targets]))
+        counts = {**data.counts, "train": len(sources)}
+        return dataclasses.replace(data, train=train, counts=counts, shard_train=None)

@@ -363,8 +363,9 @@ def _start(s: _Session) -> None:
         distill=s.distill.to_dict() if s.distill is not None else None,
     )
     if s.distill is not None:
-        s.say(f"distilling from run {s.distill.teacher_name} (temperature {s.distill.temperature:g}, "
-              f"alpha {s.distill.alpha:g} on the hard labels)")
+        from suite.distill import describe
+
+        s.say(f"distilling from run {s.distill.teacher_name} ({describe(s.distill)})")
     c = s.choice
     s.say(f"strategy {c.kind} over {', '.join(c.devices)} ({c.replicas} replica(s)): {c.reason}")
 
@@ -375,6 +376,10 @@ def _prepare_data(s: _Session, config, bundle):
         if bundle is None:
             bundle = s.task.load_data(s.source, config)
         bundle = bundle.take_train(config.max_train_examples)
+        if s.distill is not None and s.distill.kind == "sequence":
+            from suite.distill import TARGETS_FILE, with_teacher_targets
+
+            bundle = with_teacher_targets(s.task, bundle, s.distill, s.run.file(TARGETS_FILE), s.say)
         config, bundle, plan = _apply_plan(s.task, config, bundle, s.explicit, s.run, s.resumed)
     except SuiteError as err:
         err.before_training = True  # train() removes the folder it made for this run

@@ -776,6 +776,15 @@ def test_explanation_views_draw_each_kind():
     values = chart.to_dict()["datasets"]
     rows = next(iter(values.values()))
     assert len(rows) == 6 and {r["source"] for r in rows} == {"0:ich", "1:bin", "2:ich"}
+    # Word pieces join into words: a source word gets its pieces' total, an output word their mean.
+    pieces = charts.attention_chart(["el", "tren", "##es"], ["the", "train", "##s"],
+                                    [[0.8, 0.1, 0.1], [0.1, 0.5, 0.4], [0.1, 0.3, 0.6]]).to_dict()
+    cells = {(r["target"], r["source"]): r["weight"] for r in next(iter(pieces["datasets"].values()))}
+    assert set(cells) == {(t, s) for t in ("0:the", "1:trains") for s in ("0:el", "1:trenes")}
+    assert cells[("1:trains", "1:trenes")] == pytest.approx((0.9 + 0.9) / 2)
+    assert cells[("0:the", "1:trenes")] == pytest.approx(0.2)
+    axis = pieces["encoding"]["x"]["axis"]
+    assert axis["labelOverlap"] is False  # every word labelled, none hidden as overlapping
     cm = charts.confusion_chart([[3, 1], [0, 4]], ["a", "b"]).to_dict()
     assert sum(r["count"] for r in next(iter(cm["datasets"].values()))) == 8
 

@@ -91,3 +91,62 @@ def test_a_student_is_an_ordinary_run_that_names_its_teacher_and_resumes_distill
         assert probe.returncode == 0, probe.stderr[-2000:]
         sizes[run.name] = int(probe.stdout.split()[-1])
     assert sizes["pupil"] * 4 < sizes["teacher"], sizes  # only the student was saved
+
+
+def test_cached_teacher_outputs_are_used_only_up_to_a_torn_line_or_a_changed_source(tmp_path):
+    import json
+
+    from suite.distill import _source_key, read_teacher_outputs
+
+    path = tmp_path / "teacher_outputs.jsonl"
+    sources = ["one", "two", "three", "four"]
+    rows = [json.dumps({"key": _source_key(s), "text": s.upper()}) + "\n" for s in sources]
+    path.write_text("".join(rows[:3]) + rows[3][:-5])  # the last line torn by a kill mid-write
+    assert read_teacher_outputs(path, sources) == ["ONE", "TWO", "THREE"]
+    assert read_teacher_outputs(path, ["one", "TWO?", "three", "four"]) == ["ONE"]  # the data changed
+    assert read_teacher_outputs(tmp_path / "none.jsonl", sources) == []
+
+
+def test_a_translation_student_learns_the_teachers_decoded_outputs_and_resumes_decoding(tmp_path):
+    from suite.distill import TARGETS_FILE, DistillSpec, distill, read_teacher_outputs, teacher_outputs
+    from suite.predictor import Predictor
+    from suite.registry import get
+    from suite.runstore import RunStore
+    from suite.trainer import TrainOptions, train
+
+    task = get("translation")
+    store = RunStore(tmp_path / "runs")
+    options = TrainOptions(tensorboard=False)
+    tiny = {**task.sample_overrides, "epochs": 3, "encoder_layers": 2, "decoder_layers": 2, "embed_dim": 32,
+            "intermediate_dim": 64, "num_heads": 2, "max_train_examples": 300}
+    teacher = train("translation", "sample", tiny, name="teacher", store=store, options=options)
+
+    with pytest.raises(ConfigError, match="sequence-level"):
+        distill(teacher.name, {"temperature": 2}, store=store, options=options)
+    student = distill(teacher.name, {"epochs": 1}, name="pupil", store=store, options=options)
+    assert student.status == "completed"
+    assert student.config["encoder_layers"] == 1 and student.config["decoder_layers"] == 1  # the declared student
+    assert student.info["distill"]["kind"] == "sequence"
+    assert "sequence-level, on run teacher's decoded outputs" in student.file("README.md").read_text()
+    # The cache holds the teacher's own answer for each of the 300 training sources, in the split's order.
+    sources = task.distill_sources(task.load_data(_sample_source(), task.make_config(tiny)).take_train(300))
+    cached = read_teacher_outputs(student.file(TARGETS_FILE), sources)
+    assert len(cached) == len(sources) == 300
+    assert cached[:5] == [r["text"] for r in Predictor(teacher).predict(sources[:5])]
+    # A run killed mid-decoding resumes: a torn cache decodes only what is missing, to the same outputs.
+    path = student.file(TARGETS_FILE)
+    lines = path.read_text().splitlines(keepends=True)
+    path.write_text("".join(lines[:100]) + lines[100][:7])
+    said = []
+    spec = DistillSpec(**student.info["distill"])
+    assert teacher_outputs(spec, sources, path, said.append) == cached
+    assert any("decoding 200 training sources" in line and "(100 cached)" in line for line in said), said
+    said.clear()
+    assert teacher_outputs(spec, sources, path, said.append) == cached
+    assert said == [f"teacher outputs: all 300 read from {TARGETS_FILE}"]
+
+
+def _sample_source():
+    from suite.data import parse_source
+
+    return parse_source("sample")

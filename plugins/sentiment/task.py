@@ -12,7 +12,7 @@ import numpy as np
 from suite.config import TaskConfig
 from suite.data import DataBundle, DataSource, online, stratified_split_indices, tfds_load
 from suite.errors import ConfigError, DataSourceError, InputError, SuiteError
-from suite.task import ClassificationTask, Example, Explanation
+from suite.task import ClassificationTask, Example, Explanation, quoted
 from suite_plugins.sentiment import data as textdata
 
 SCRATCH = ("ensemble", "tfidf_linear", "tfidf_mlp", "cnn", "bilstm", "transformer")
@@ -395,9 +395,8 @@ class SentimentTask(ClassificationTask):
                 Example("pan", "The plot is dull and the acting is painfully bad.", expected="negative"),
                 Example("negation", "This movie is not good at all.", expected="negative"),
             ]
-        for i, (text, label) in enumerate(zip(meta.get("examples", []), meta.get("example_labels", []),
-                                              strict=False)):
-            out.append(Example(f"held-out example {i + 1}", text, expected=label))
+        for text, label in zip(meta.get("examples", []), meta.get("example_labels", []), strict=False):
+            out.append(Example(f"held-out {label}: {quoted(text, 5)}", text, expected=label))
         return out
 
     def export_limits(self) -> dict[str, str]:

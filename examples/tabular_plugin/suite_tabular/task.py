@@ -126,7 +126,7 @@ class TabularClassification(ClassificationTask):
 
     def examples(self, meta):
         return [
-            Example(f"example {i + 1}", ",".join(f"{v:g}" for v in row), expected=label)
+            Example(f"held-out {label} row ({i + 1})", ",".join(f"{v:g}" for v in row), expected=label)
             for i, (row, label) in enumerate(zip(meta.get("examples", []), meta.get("example_labels", []), strict=False))
         ]
 
