@@ -143,6 +143,7 @@ def run(quick: bool) -> str:
         results = {**json.loads(previous.read_text()), "quick": quick}
     try:
         results["wav"] = wav_memory(sizes, work)
+        results["wav_machine"] = machine()
         for n in sizes if only != "wav" else ():
             folder = work / f"synthetic{n}"
             made = synthetic_folder(folder, n)
@@ -217,7 +218,8 @@ def section(results: dict, quick: bool) -> str:
         w_small, w_big = (wav[k] for k in list(wav)[:2])
         lines += [
             "Synthetic WAV folders (1 s at 16 kHz, 16-bit, 10 classes of tone bursts on noise), one epoch of the "
-            "default speech model streamed from the files (`--set cache=none --epochs 1 --set synthetic_voices=0`):",
+            "default speech model streamed from the files (`--set cache=none --epochs 1 --set synthetic_voices=0`; "
+            f"machine: {results.get('wav_machine', results['machine'])}; `BENCH_STREAMING=wav` runs this part alone):",
             "",
             md_table(["clips", "made in s", "scan s (names only)", "train clips", "epoch s", "train clips/s",
                       "peak RSS MB"], wrows),

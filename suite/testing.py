@@ -16,6 +16,7 @@ against the Keras model; and the "Use this model" code of each export run in a f
 
 from __future__ import annotations
 
+import contextlib
 import os
 from typing import Any, ClassVar
 
@@ -227,6 +228,33 @@ def app_page_test(task_name: str, *, timeout: float = 90):
 
     at = AppTest.from_file(app_launch_spec()["entry"], default_timeout=timeout).run()
     return apptest_open_page(at, task_name)
+
+
+@contextlib.contextmanager
+def app_plugins(tasks, home):
+    """Inside: the app sees only ``tasks`` (task instances, registered as a plugin's ``register`` would) and the
+    run store at ``home``, and trains no sample models; the registry and environment are restored after::
+
+        with app_plugins([MyTask()], tmp_path / "runs"):
+            at = app_page_test("my_task")
+    """
+    from suite.registry import Registry, set_registry
+
+    saved = {k: os.environ.get(k) for k in ("SUITE_HOME", "SUITE_APP_PREPARE_SAMPLES")}
+    os.environ.update(SUITE_HOME=str(home), SUITE_APP_PREPARE_SAMPLES="0")
+    reg = Registry()
+    for task in tasks:
+        assert reg.register(task) is not None, reg.failures
+    set_registry(reg)
+    try:
+        yield reg
+    finally:
+        set_registry(None)
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def predicted_label(at) -> str | None:

@@ -12,10 +12,9 @@ from click.testing import CliRunner
 
 from suite.errors import DataSourceError
 from suite.outputs import text_of
-from suite.registry import Registry, set_registry
 from suite.runstore import RunStore
 from suite.task import Example, Task
-from suite.testing import app_page_test
+from suite.testing import app_page_test, app_plugins
 
 pytestmark = pytest.mark.xdist_group("app")
 WIDTH = 8
@@ -81,15 +80,9 @@ def _run(root, task_name: str) -> str:
 
 
 @pytest.fixture()
-def old_plugins(tmp_path, monkeypatch):
-    monkeypatch.setenv("SUITE_HOME", str(tmp_path / "runs"))
-    monkeypatch.setenv("SUITE_APP_PREPARE_SAMPLES", "0")
-    reg = Registry()
-    for task in (OldShout(), OldPage()):
-        assert reg.register(task) is not None, reg.failures
-    set_registry(reg)
-    yield tmp_path / "runs"
-    set_registry(None)
+def old_plugins(tmp_path):
+    with app_plugins([OldShout(), OldPage()], tmp_path / "runs"):
+        yield tmp_path / "runs"
 
 
 def test_an_old_text_result_reads_in_the_predictor_and_the_cli(old_plugins):

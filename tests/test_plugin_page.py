@@ -12,10 +12,9 @@ import numpy as np
 import pytest
 
 from suite.errors import DataSourceError, InputError
-from suite.registry import Registry, set_registry
 from suite.runstore import RunStore
 from suite.task import ClassificationTask, Example
-from suite.testing import app_page_test, predicted_label
+from suite.testing import app_page_test, app_plugins, predicted_label
 from suite.views import View
 
 pytestmark = pytest.mark.xdist_group("app")
@@ -78,15 +77,10 @@ def _signal_run(root) -> None:
 
 
 @pytest.fixture()
-def signal_page(tmp_path, monkeypatch):
-    monkeypatch.setenv("SUITE_HOME", str(tmp_path / "runs"))
-    monkeypatch.setenv("SUITE_APP_PREPARE_SAMPLES", "0")
-    reg = Registry()
-    assert reg.register(Signals()) is not None, reg.failures
-    set_registry(reg)
-    _signal_run(tmp_path / "runs")
-    yield app_page_test("signals")
-    set_registry(None)
+def signal_page(tmp_path):
+    with app_plugins([Signals()], tmp_path / "runs"):
+        _signal_run(tmp_path / "runs")
+        yield app_page_test("signals")
 
 
 
