@@ -70,4 +70,6 @@ def _distilled(info: dict) -> list[str]:
     from suite.distill import DistillSpec, describe
 
     spec = DistillSpec(**info["distill"])
-    return [f"- Distilled from run `{spec.teacher_name}` ({describe(spec)})"]
+    decoded = info.get("teacher_output_seconds")
+    extra = f"; the teacher's outputs took {decoded} s, not counted as training time" if decoded else ""
+    return [f"- Distilled from run `{spec.teacher_name}` ({describe(spec)}{extra})"]

@@ -304,6 +304,7 @@ class _Session:
     resumed: bool
     explicit: frozenset = frozenset()
     distill: Any = None
+    teacher_output_seconds: float = 0.0  # decoding the teacher's outputs is not training time
 
     def update(self, **changes) -> None:
         self.run.update_info(**changes)
@@ -327,6 +328,7 @@ def _train_in_folder(s: _Session, config, bundle, extra_callbacks) -> Run:
         _start(s)
         t0 = time.perf_counter()
         config, bundle = _prepare_data(s, config, bundle)
+        t0 += s.teacher_output_seconds
         pipes = _pipelines(s, config, bundle)
         model = _compiled_model(s, config, bundle, pipes)
         callbacks, monitor, best = _callbacks(s, config, bundle, pipes)
@@ -379,7 +381,10 @@ def _prepare_data(s: _Session, config, bundle):
         if s.distill is not None and s.distill.kind == "sequence":
             from suite.distill import TARGETS_FILE, with_teacher_targets
 
+            started = time.perf_counter()
             bundle = with_teacher_targets(s.task, bundle, s.distill, s.run.file(TARGETS_FILE), s.say)
+            s.teacher_output_seconds = time.perf_counter() - started
+            s.update(teacher_output_seconds=round(s.teacher_output_seconds, 2))
         config, bundle, plan = _apply_plan(s.task, config, bundle, s.explicit, s.run, s.resumed)
     except SuiteError as err:
         err.before_training = True  # train() removes the folder it made for this run

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -128,6 +129,10 @@ def test_a_translation_student_learns_the_teachers_decoded_outputs_and_resumes_d
     assert student.config["encoder_layers"] == 1 and student.config["decoder_layers"] == 1  # the declared student
     assert student.info["distill"]["kind"] == "sequence"
     assert "sequence-level, on run teacher's decoded outputs" in student.file("README.md").read_text()
+    # Decoding the teacher's outputs is timed apart: the training time (and so the budget's report) leaves it out.
+    events = [json.loads(line) for line in student.file("events.jsonl").read_text().splitlines()]
+    decoded, trained = student.info["teacher_output_seconds"], student.info["train_seconds"]
+    assert decoded > 0 and trained + decoded <= events[-1]["time"] - events[0]["time"] + 0.5
     # The cache holds the teacher's own answer for each of the 300 training sources, in the split's order.
     sources = task.distill_sources(task.load_data(_sample_source(), task.make_config(tiny)).take_train(300))
     cached = read_teacher_outputs(student.file(TARGETS_FILE), sources)
