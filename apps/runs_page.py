@@ -29,6 +29,8 @@ def _runs(runs) -> None:
         with guard(run.name):
             s = run.summary()
             metric = s["metrics"].get("accuracy", s["metrics"].get("bleu"))
+            if isinstance(metric, float):  # rounded for reading, still a number so the column sorts by it
+                metric = round(metric, 4)
             rows.append({"run": s["name"], "task": s["task"], "status": s["status"], "data": s["data"],
                          "epochs": s["epochs"], "accuracy/bleu": metric, "sample model": is_sample(run),
                          "distilled from": (run.info.get("distill") or {}).get("teacher_name") or "",

@@ -188,6 +188,9 @@ def _input_widgets(task, examples, meta: dict) -> tuple[Any, bool]:
         if kind == "text" and st.toggle("Predict as you type", key=f"{key}:as_you_type",
                                         help="Answers after each pause in typing, without pressing Predict."):
             return _typed_live(key, label), False
+        draft = st.session_state.pop(f"{key}:draft", None)
+        if draft is not None:  # typed in the live box: set in this run, so the browser's box shows it too
+            st.session_state[f"{key}:text"] = draft
         text = st.text_area(label, key=f"{key}:text", height=100 if kind == "text" else 68)
         clicked = st.button("Predict", key=f"{key}:predict", type="primary")
         return text, clicked
@@ -238,9 +241,12 @@ def _typed_live(key: str, label: str) -> str:
     typist is not answered per letter); it shares its text with the ordinary box."""
     from st_keyup import st_keyup
 
-    text = st_keyup(label, value=st.session_state.get(f"{key}:text", ""), key=f"{key}:live", debounce=300)
-    st.session_state[f"{key}:text"] = text or ""
-    return text or ""
+    start = st.session_state.get(f"{key}:draft", st.session_state.get(f"{key}:text", ""))
+    text = st_keyup(label, value=start, key=f"{key}:live", debounce=300) or ""
+    # Not the box's own key: a widget's value set in a run where it is not drawn reaches the server but not
+    # the browser, which then showed an empty box. The box takes the draft in the run that draws it.
+    st.session_state[f"{key}:draft"] = text
+    return text
 
 
 def _drawn(key: str, pad) -> bytes | None:
@@ -663,11 +669,11 @@ def export_tab(task, run: Run | None) -> None:
     limits = {}
     with guard("Export limits"):
         limits = task.export_limits() or {}
-    for fmt, why in limits.items():
-        st.caption(f"{fmt}: {why}")
+    for fmt, why in limits.items():  # a format the model cannot be carried in is not offered: say why here
+        st.caption(f"Not offered: {fmt}: {why}")
+    possible = [f for f in EXPORT_FORMATS if f not in limits]
     c1, c2, c3 = st.columns(3)
-    formats = c1.multiselect("Formats", EXPORT_FORMATS, default=[f for f in EXPORT_FORMATS if f not in limits],
-                             key=f"{key}:formats")
+    formats = c1.multiselect("Formats", possible, default=possible, key=f"{key}:formats")
     quantize = c2.selectbox("Quantization", QUANTIZE, key=f"{key}:quantize",
                             help="Applies to TFLite: float16 halves the size, dynamic/int8 quantize weights.")
     examples = int(c3.number_input("Verify on held-out examples", min_value=1, max_value=5000, value=200,
@@ -687,7 +693,9 @@ def export_tab(task, run: Run | None) -> None:
                 box.update(label="Export failed", state="error")
                 show_error(err, "Export")
                 return
-            box.update(label="Exported", state="complete", expanded=False)
+            made = [name for name, rep in reports.items() if rep.get("supported") is not False]
+            box.update(label=f"Exported: {', '.join(made)}" if made else "Nothing was exported (see below)",
+                       state="complete" if made else "error", expanded=False)
         st.session_state[results_key] = reports
     reports = st.session_state.get(results_key)
     if reports:

@@ -286,6 +286,22 @@ def test_export_tab_exports_or_says_clearly_why_not(home, registry_of):
     assert any("model.keras" in b.label for b in at.download_button)
 
 
+
+def test_export_offers_only_the_formats_the_task_can_be_carried_in(home, registry_of):
+    """A format the plugin declares impossible is not offered (choosing it gave a green "Exported" over an
+    empty export); the page says why it is missing."""
+    from suite_tabular.task import TabularClassification
+
+    class NoOnnx(TabularClassification):
+        def export_limits(self):
+            return {"onnx": "ONNX cannot carry this model"}
+
+    registry_of(NoOnnx())
+    at = open_page(app().run(), TAB)
+    formats = at.multiselect(key=f"{TAB}:export:formats")
+    assert "onnx" not in formats.options and formats.value == ["keras", "saved_model", "tflite"]
+    assert any(c == "Not offered: onnx: ONNX cannot carry this model" for c in texts(at.caption))
+
 # ---- image inputs: checked by content ----------------------------------------------------------------
 def test_image_page_checks_uploads_by_content_and_explains(home, registry_of):
     registry_of(tabular(), TinyImage())

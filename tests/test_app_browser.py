@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -49,29 +50,24 @@ def _pick_task() -> str:
     return IMAGE if IMAGE in get_registry() else TAB
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
+def _need_browser() -> None:
     missing = [p for p in (CHROMIUM, CHROMEDRIVER) if not Path(p).exists()]
     if missing:
         pytest.skip(f"browser test skipped: {', '.join(missing)} not installed "
                     "(`make browser-deps`, or apt-get install chromium chromium-driver)")
     pytest.importorskip("selenium", reason="browser test skipped: selenium is not installed (requirements.txt)")
-    from suite.runstore import RunStore
-    from suite.trainer import TrainOptions, train
 
-    task = _pick_task()
-    root = tmp_path_factory.mktemp("browser-store") / "runs"
-    overrides = {"epochs": 3} if task == TAB else {
-        "model": "cnn_small", "image_size": 16, "epochs": 1, "batch_size": 64, "max_train_examples": 512}
-    train(task, "sample", overrides, name=f"{task}-browser", store=RunStore(root),
-          options=TrainOptions(tensorboard=False))
-    port = _free_port()
-    env = dict(os.environ, SUITE_HOME=str(root), SUITE_APP_PREPARE_SAMPLES="0", SUITE_PLUGINS=task)
+
+@contextlib.contextmanager
+def _serving(root: Path, plugins: str, cwd: Path):
+    """`streamlit run` of the app on a free port of 127.0.0.1, over the runs in ``root``, with only
+    ``plugins`` loaded; yields the base URL and the server log's path once /_stcore/health answers."""
     from suite_app.settings import streamlit_flags
 
-    cwd = tmp_path_factory.mktemp("elsewhere")  # not the repo: the settings must come from the flags
+    port = _free_port()
+    env = dict(os.environ, SUITE_HOME=str(root), SUITE_APP_PREPARE_SAMPLES="0", SUITE_PLUGINS=plugins)
     log = open(cwd / "streamlit.log", "wb")  # noqa: SIM115
-    proc = subprocess.Popen(
+    proc = subprocess.Popen(  # cwd is not the repo: the settings must come from the flags
         [sys.executable, "-m", "streamlit", "run", str(ROOT / "apps" / "app.py"), *streamlit_flags(),
          "--server.address", "127.0.0.1", "--server.port", str(port)],
         cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
@@ -90,7 +86,7 @@ def server(tmp_path_factory):
             time.sleep(0.5)
         else:
             raise AssertionError("streamlit did not answer /_stcore/health within 60 s")
-        yield {"base": base, "task": task, "root": root, "log": cwd / "streamlit.log"}
+        yield base, cwd / "streamlit.log"
     finally:
         proc.terminate()
         try:
@@ -99,6 +95,22 @@ def server(tmp_path_factory):
             proc.kill()
             proc.wait()
         log.close()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    _need_browser()
+    from suite.runstore import RunStore
+    from suite.trainer import TrainOptions, train
+
+    task = _pick_task()
+    root = tmp_path_factory.mktemp("browser-store") / "runs"
+    overrides = {"epochs": 3} if task == TAB else {
+        "model": "cnn_small", "image_size": 16, "epochs": 1, "batch_size": 64, "max_train_examples": 512}
+    train(task, "sample", overrides, name=f"{task}-browser", store=RunStore(root),
+          options=TrainOptions(tensorboard=False))
+    with _serving(root, task, tmp_path_factory.mktemp("elsewhere")) as (base, log):
+        yield {"base": base, "task": task, "root": root, "log": log}
 
 
 @pytest.fixture()
@@ -257,3 +269,204 @@ def test_browser_draws_on_the_pad_and_sees_a_prediction(server, browser):
     time.sleep(1.0)
     ARTIFACTS.mkdir(exist_ok=True)
     assert browser.save_screenshot(str(ARTIFACTS / f"app-{IMAGE}-drawing.png"))
+
+
+# ---- the walk: every built-in task through Try it / Train / Evaluate / Export, then Runs ------------------
+BUILT_INS = ("image_classification", "sentiment", "translation", "speech_commands")
+
+
+def _walk_overrides(task) -> dict:
+    """Each built-in's sample settings cut to one short epoch: the walk checks the pages, not the models."""
+    tiny = {"image_classification": {"max_train_examples": 512},
+            "speech_commands": {"width": 16, "depth": 2}}.get(task.name, {})
+    return {**task.sample_overrides, "epochs": 1, **tiny}
+
+
+@pytest.fixture(scope="module")
+def walk_server(tmp_path_factory):
+    _need_browser()
+    from suite.registry import get_registry
+    from suite.runstore import RunStore
+    from suite.trainer import TrainOptions, train
+
+    registry = get_registry()
+    tasks = [t for t in BUILT_INS if t in registry]
+    assert tasks == list(BUILT_INS), f"built-in plugins missing: {registry.failures}"
+    root = tmp_path_factory.mktemp("walk-store") / "runs"
+    for name in tasks:
+        train(name, "sample", _walk_overrides(registry.get(name)), name=f"{name}-walk", store=RunStore(root),
+              options=TrainOptions(tensorboard=False))
+    with _serving(root, ",".join(tasks), tmp_path_factory.mktemp("walk-cwd")) as (base, log):
+        yield {"base": base, "tasks": tasks, "root": root, "log": log}
+
+
+def _visible_text(driver) -> str:
+    from selenium.webdriver.common.by import By
+
+    return driver.find_element(By.TAG_NAME, "body").text
+
+
+def _assert_no_error(driver, where: str) -> None:
+    """No red error box and no traceback is shown (the app's guard turns a failure into an error box)."""
+    from selenium.webdriver.common.by import By
+
+    errors = [e.text for e in driver.find_elements(By.CSS_SELECTOR, "[data-testid='stAlertContentError']")
+              if e.is_displayed()]
+    assert not errors, f"{where}: {errors}"
+    assert "Traceback" not in _visible_text(driver), where
+
+
+def _open_tab(driver, wait, title: str) -> None:
+    from selenium.webdriver.common.by import By
+
+    tab = wait.until(lambda d: d.find_element(By.XPATH, f"//div[@data-testid='stTab'][.//p[text()='{title}']]"))
+    tab.click()
+    wait.until(lambda d: tab.get_attribute("aria-selected") == "true")
+
+
+def _shot(driver, name: str) -> None:
+    time.sleep(0.8)  # let charts finish drawing
+    ARTIFACTS.mkdir(exist_ok=True)
+    path = ARTIFACTS / f"walk-{name}.png"
+    assert driver.save_screenshot(str(path)) and path.stat().st_size > 10_000
+
+
+@contextlib.contextmanager
+def _shot_on_failure(driver, name: str):
+    """A failed step leaves the page it failed on in test-artifacts/, with the page's visible text."""
+    try:
+        yield
+    except Exception:
+        ARTIFACTS.mkdir(exist_ok=True)
+        with contextlib.suppress(Exception):
+            driver.save_screenshot(str(ARTIFACTS / f"walk-{name}-FAILED.png"))
+            (ARTIFACTS / f"walk-{name}-FAILED.txt").write_text(_visible_text(driver))
+        raise
+
+
+def _walk_try(driver, wait, task: str) -> None:
+    from selenium.webdriver.common.by import By
+
+    if task in ("sentiment", "translation"):  # the box starts with the first example: press Predict
+        wait.until(lambda d: d.find_element(By.XPATH, "//button[.//p[text()='Predict']]")).click()
+    # image and speech start on their first example and answer it at once
+    wait.until(lambda d: "Answered in" in _visible_text(d))
+    if task != "translation":
+        assert _prediction_text(driver), task
+    _assert_no_error(driver, f"{task}: Try it")
+    _shot(driver, f"{task}-try")
+
+
+def _walk_evaluate(driver, wait, task: str) -> None:
+    from selenium.webdriver.common.by import By
+
+    _open_tab(driver, wait, "Evaluate")
+    metric = "bleu" if task == "translation" else "accuracy"
+    wait.until(lambda d: any(m.is_displayed() and metric in m.text
+                             for m in d.find_elements(By.CSS_SELECTOR, "[data-testid='stMetric']")))
+    _assert_no_error(driver, f"{task}: Evaluate")
+    _shot(driver, f"{task}-evaluate")
+
+
+def _walk_export(driver, wait, task: str, fmt: str) -> None:
+    """Export one format and see its verification report; every format is checked by each plugin's own
+    tests, and exporting all four for every task would double the walk's time."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    _open_tab(driver, wait, "Export")
+    box = wait.until(lambda d: next(b for b in d.find_elements(
+        By.XPATH, "//div[@data-testid='stMultiSelect'][.//p[text()='Formats']]") if b.is_displayed()))
+    box.find_element(By.CSS_SELECTOR, "[aria-label='Clear all']").click()
+    field = box.find_element(By.CSS_SELECTOR, "input")
+    field.send_keys(fmt, Keys.ENTER, Keys.ESCAPE)
+    wait.until(lambda d: fmt in box.text)
+    go = driver.find_element(By.XPATH, "//button[.//p[text()='Export and verify']]")
+    wait.until(lambda d: go.is_enabled())
+    go.click()
+    wait.until(lambda d: "Verification report" in _visible_text(d))
+    assert f"Exported: {fmt}" in _visible_text(driver)
+    _assert_no_error(driver, f"{task}: Export")
+    _shot(driver, f"{task}-export")
+
+
+def _walk_train(driver, wait, task: str) -> None:
+    """The Train tab's form draws for the task (training itself is driven in tests/test_app.py)."""
+    from selenium.webdriver.common.by import By
+
+    _open_tab(driver, wait, "Train")
+    wait.until(lambda d: any(b.is_displayed() for b in d.find_elements(
+        By.XPATH, "//button[.//p[text()='Start training']]")))
+    _assert_no_error(driver, f"{task}: Train")
+    _shot(driver, f"{task}-train")
+
+
+_RUNS_TABLE = """
+const grid = document.querySelector("[data-testid='stDataFrame']");
+return grid && grid.textContent.includes("-walk") ? grid.textContent : null;
+"""
+
+
+def test_browser_walks_every_built_in_task_and_the_runs_page(walk_server, browser):
+    """A user's first walk, in Chromium: each built-in task's page answers its first example, shows its test
+    metrics, exports and verifies a TFLite file (a SavedModel where TFLite cannot carry the model) and draws
+    its training form; the Runs page lists every run.
+    Screenshots of each step go to test-artifacts/walk-*.png."""
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from suite.registry import get
+
+    wait = WebDriverWait(browser, 120)
+    for task in walk_server["tasks"]:
+        # the phone format where the task's model can be carried in it, else the server one
+        fmt = "tflite" if "tflite" not in get(task).export_limits() else "saved_model"
+        browser.get(f"{walk_server['base']}/{task}")
+        with _shot_on_failure(browser, task):
+            _walk_try(browser, wait, task)
+            _walk_evaluate(browser, wait, task)
+            _walk_export(browser, wait, task, fmt)
+            assert (walk_server["root"] / f"{task}-walk" / "exports" / fmt / "report.json").is_file(), task
+            _walk_train(browser, wait, task)
+    browser.get(f"{walk_server['base']}/runs")
+    with _shot_on_failure(browser, "runs"):
+        table = wait.until(lambda d: d.execute_script(_RUNS_TABLE))  # the grid draws on a canvas: read its a11y copy
+        assert all(f"{t}-walk" in table for t in walk_server["tasks"]), table
+        assert not re.search(r"\d\.\d{5,}", table), table  # accuracies rounded
+        _assert_no_error(browser, "Runs")
+    _shot(browser, "runs")
+
+
+_FIND_LIVE_BOX = """
+function search(root) {
+  for (const el of root.querySelectorAll('*')) {
+    if (el.shadowRoot) { const hit = el.shadowRoot.querySelector('input') || search(el.shadowRoot); if (hit) return hit; }
+  }
+  return null;
+}
+return search(document);
+"""
+
+
+def test_browser_predicts_as_the_user_types(walk_server, browser):
+    """Keystrokes typed into the live box (streamlit-keyup, a component in a shadow root) reach the model after a pause,
+    and the typed text is the one the ordinary box then holds."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser.get(f"{walk_server['base']}/sentiment")
+    wait = WebDriverWait(browser, 120)
+    wait.until(lambda d: d.find_element(By.XPATH, "//label[.//p[text()='Predict as you type']]")).click()
+    live = wait.until(lambda d: d.execute_script(_FIND_LIVE_BOX))  # streamlit-keyup draws in a shadow root
+    live.clear()
+    typed = "what a wonderful, warm film"
+    for ch in typed:  # one key at a time, as a person types
+        live.send_keys(ch)
+        time.sleep(0.02)
+    wait.until(lambda d: "Answered in" in _visible_text(d) and _prediction_text(d))
+    _assert_no_error(browser, "predict as you type")
+    _shot(browser, "sentiment-as-you-type")
+    browser.find_element(By.XPATH, "//label[.//p[text()='Predict as you type']]").click()  # back to the box
+    area = wait.until(lambda d: d.find_element(By.CSS_SELECTOR, "textarea"))
+    with _shot_on_failure(browser, "sentiment-back-to-the-box"):
+        wait = WebDriverWait(browser, 10)
+        wait.until(lambda d: area.get_attribute("value") == typed)
