@@ -232,7 +232,10 @@ def test_tabular_evaluate_tab_shows_metrics_confusion_and_per_class(home, regist
     at = open_page(app().run(), TAB)
     test = Run(home / "tab-small").metrics["test"]
     labels = {m.label: m.value for m in at.metric}
-    assert labels["accuracy"] == f"{test['accuracy']:.4f}"
+    assert labels["accuracy"] == f"{test['accuracy']:.4g}"
+    from suite_app.task_page import metric_text
+
+    assert [metric_text(v) for v in (81.19, 209.3, 0.7083333, 150)] == ["81.19", "209.3", "0.7083", "150"]
     assert "**Confusion matrix** (rows: true class, columns: predicted)" in texts(at.markdown)
     assert len(at.get("vega_lite_chart")) >= 2  # top-k bars and the confusion matrix
     per_class = [d.value for d in at.dataframe if "precision" in d.value.columns][0]
