@@ -137,14 +137,16 @@ def run(quick: bool) -> str:
     sizes = (1_000, 5_000) if quick else (10_000, 100_000)
     work = Path(tempfile.mkdtemp(prefix="bench-stream-"))
     results: dict = {"quick": quick, "machine": machine(), "memory": {}, "cifar10": {}}
-    only = os.environ.get("BENCH_STREAMING", "")  # "wav": only the WAV folders, keeping the other figures
+    # "wav": only the WAV folders; "cifar": only the CIFAR-10 paths; the other parts keep their last figures
+    only = os.environ.get("BENCH_STREAMING", "")
     previous = ROOT / "bench" / "results" / f"{NAME}{'_quick' if quick else ''}.json"
-    if only == "wav" and previous.exists():
+    if only in ("wav", "cifar") and previous.exists():
         results = {**json.loads(previous.read_text()), "quick": quick}
     try:
-        results["wav"] = wav_memory(sizes, work)
-        results["wav_machine"] = machine()
-        for n in sizes if only != "wav" else ():
+        if only != "cifar":
+            results["wav"] = wav_memory(sizes, work)
+            results["wav_machine"] = machine()
+        for n in sizes if not only else ():
             folder = work / f"synthetic{n}"
             made = synthetic_folder(folder, n)
             scan = scan_seconds(folder)
@@ -155,6 +157,7 @@ def run(quick: bool) -> str:
         cifar = shared_data("cifar10")
         if cifar is not None and only != "wav":
             results["cifar10"] = cifar_paths(cifar, work, quick)
+            results["cifar10_machine"] = machine()
     finally:
         shutil.rmtree(work, ignore_errors=True)
     results["load"] = os.getloadavg()
@@ -235,7 +238,9 @@ def section(results: dict, quick: bool) -> str:
                  f"{v['wall_seconds']:.0f}", f"{v['peak_rss_mb']:.0f}"] for k, v in cif.items() if isinstance(v, dict)]
         lines += [
             "CIFAR-10 (`../shared/data/cifar10`), one epoch of cnn_fast width 32 (45,000 training images) from each "
-            f"path; the packed folder was written by `suite data pack` in {cif['pack_seconds']:.0f} s:",
+            f"path, one after another in fresh processes (machine: {results.get('cifar10_machine', results['machine'])}"
+            "; `BENCH_STREAMING=cifar` runs this part alone); the packed folder was written by `suite data pack` in "
+            f"{cif['pack_seconds']:.0f} s:",
             "",
             md_table(["data path", "train images/s", "vs memory", "epoch s", "whole run s (load, build, eval)",
                       "peak RSS MB"], crow),

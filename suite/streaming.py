@@ -118,10 +118,16 @@ def file_dataset(paths: Sequence[str], labels: Sequence[int], decode: Callable[[
     return decoded(ds, lambda raw: decode(raw.decode()), shape=shape, dtype=dtype, skips=skips)
 
 
+# Examples decoded per Python call. One tf.numpy_function call per file cost about 300 us of tf.data and GIL
+# overhead against 85 us for reading and decoding a CIFAR-10 JPEG (docs/BENCHMARKS.md, "Data larger than memory").
+DECODE_CHUNK = 32
+
+
 def decoded(ds, decode: Callable[[bytes], np.ndarray], *, shape: tuple[int, ...], dtype: str,
-            skips: SkipLog | None = None):
-    """``(name, payload, label)`` -> ``(decode(payload), label)`` in parallel; an example whose decoding raises
-    (or gives another shape) is dropped and recorded under ``name`` in ``skips``."""
+            skips: SkipLog | None = None, chunk: int = DECODE_CHUNK):
+    """``(name, payload, label)`` -> ``(decode(payload), label)`` in parallel, ``chunk`` examples per Python
+    call; an example whose decoding raises (or gives another shape) is dropped and recorded under ``name`` in
+    ``skips``. The order of the examples is kept."""
     import tensorflow as tf
 
     zero = np.zeros(shape, dtype)
@@ -143,11 +149,18 @@ def decoded(ds, decode: Callable[[bytes], np.ndarray], *, shape: tuple[int, ...]
                 skips.add(name.decode(errors="replace"), (str(err).splitlines() or [type(err).__name__])[0][:200])
             return zero, False
 
-    def read(name, payload, label):
-        x, ok = tf.numpy_function(load, [name, payload], (tf.as_dtype(dtype), tf.bool), stateful=False)
-        x.set_shape(shape)
-        ok.set_shape([])
-        return x, label, ok
+    def load_chunk(names, payloads):
+        xs = np.empty((len(names), *shape), dtype)
+        ok = np.empty(len(names), bool)
+        for i, (name, payload) in enumerate(zip(names, payloads, strict=True)):
+            xs[i], ok[i] = load(name, payload)
+        return xs, ok
+
+    def read(names, payloads, labels):
+        xs, ok = tf.numpy_function(load_chunk, [names, payloads], (tf.as_dtype(dtype), tf.bool), stateful=False)
+        xs.set_shape((None, *shape))
+        ok.set_shape([None])
+        return xs, labels, ok
 
     def readable(x, y, ok):
         return ok
@@ -155,7 +168,7 @@ def decoded(ds, decode: Callable[[bytes], np.ndarray], *, shape: tuple[int, ...]
     def pair(x, y, ok):
         return x, y
 
-    ds = ds.map(read, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    ds = ds.batch(chunk).map(read, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).unbatch()
     return ds.filter(readable).map(pair)
 
 

@@ -83,6 +83,23 @@ def test_file_dataset_skips_a_corrupt_file_and_lists_it(tmp_path):
     assert log.entries() == [{"path": paths[3], "reason": "not a good file"}]
 
 
+
+def test_decoding_in_chunks_keeps_the_order_and_names_each_bad_file_across_chunk_edges(tmp_path):
+    """Files are decoded several per Python call: a bad file at a chunk's edge, or in a short last chunk,
+    drops only itself, the others keep their order, and each bad one is listed under its own name."""
+    import tensorflow as tf
+
+    from suite.streaming import decoded
+
+    paths = _files(tmp_path, 10, bad={3, 4, 9})
+    log = SkipLog()
+    ds = tf.data.Dataset.from_tensor_slices((paths, paths, np.arange(10, dtype=np.int64)))
+    ds = decoded(ds, lambda raw: _decode(raw.decode()), shape=(2, 2), dtype="int32", skips=log, chunk=4)
+    got = [(int(x[0, 0]), int(y)) for x, y in ds.as_numpy_iterator()]
+    assert got == [(i, i) for i in (0, 1, 2, 5, 6, 7, 8)]
+    # chunks decode in parallel, so the log is in the order the chunks finished
+    assert sorted(e["path"] for e in log.entries()) == sorted([paths[3], paths[4], paths[9]])
+
 def test_file_dataset_shuffles_by_file_with_a_new_order_each_pass(tmp_path):
     paths = _files(tmp_path, 40)
     ds = file_dataset(paths, list(range(40)), _decode, shape=(2, 2), dtype="int32", shuffle_seed=0).repeat(2)
