@@ -283,6 +283,12 @@ def set_precision(policy: str) -> None:
     keras.mixed_precision.set_global_policy(policy)
 
 
+def current_precision() -> str:
+    import keras
+
+    return keras.mixed_precision.global_policy().name
+
+
 def describe_auto() -> dict[str, Any]:
     """What ``auto`` would choose on this machine (the app's Home page and ``suite plugins``)."""
     hw = detect_hardware()

@@ -9,7 +9,7 @@
 
 It checks (as KerasHub's ``TestCase.run_task_test`` does for its models): registration through the entry
 point; config defaults and validation; the built-in sample's datasets and metadata; that the model takes raw
-inputs; a short training run through the suite's trainer; reloading ``model.keras`` with ``safe_mode=True``
+inputs and builds and runs under mixed_bfloat16 (as on recent GPUs and TPUs); a short training run through the suite's trainer; reloading ``model.keras`` with ``safe_mode=True``
 in a fresh process, with identical outputs; prediction on the plugin's own examples; bad inputs raising ``InputError``; every export format verified
 against the Keras model; and the "Use this model" code of each export run in a fresh process.
 """
@@ -99,6 +99,29 @@ class PluginTestSuite:
             names = bundle.meta["class_names"]
             assert len(names) >= 2 and len(set(names)) == len(names)
         assert bundle.synthetic == task.sample_synthetic
+
+    def test_model_builds_and_runs_under_mixed_precision(self, task):
+        """GPUs from compute capability 8.0 (and TPUs) train in mixed_bfloat16: a layer that only works in
+        float32 (a Normalization adapting its statistics, a hand-written op mixing dtypes) fails there, far
+        from the author's CPU. Build and run the model on the sample under that policy."""
+        import keras
+
+        from suite.data import parse_source
+
+        config = task.make_config(dict(self.overrides))
+        bundle = task.load_data(parse_source("sample"), config)
+        before = keras.config.dtype_policy().name
+        keras.config.set_dtype_policy("mixed_bfloat16")
+        try:
+            model = task.build_model(config, bundle)
+            x, _ = next(iter(bundle.train.take(2).batch(2)))
+            outputs = [keras.ops.convert_to_numpy(keras.ops.cast(o, "float32"))
+                       for o in keras.tree.flatten(model(x, training=False))
+                       if keras.backend.standardize_dtype(o.dtype).startswith(("float", "bfloat"))]
+        finally:
+            keras.config.set_dtype_policy(before)
+        # a model whose output is text (a translation decoded in the graph) only has to run
+        assert all(np.isfinite(o).all() for o in outputs), "non-finite outputs under mixed_bfloat16"
 
     # ---- training and the saved model ---------------------------------------------------------------
     def test_training_completes_and_writes_run_folder(self, trained_run):

@@ -266,24 +266,27 @@ def train(
     choice = strat.choose_strategy(options.strategy, hw)
     precision = strat.choose_precision(options.precision, hw, choice.kind)
     strategy = strat.make_strategy(choice)  # MultiWorkerMirroredStrategy must come before other TF work
+    # The policy is process-wide (per thread): put it back afterwards, or a model the same process builds
+    # next (another task in the app, the next test) silently inherits this run's mixed precision.
+    policy_before = strat.current_precision()
     strat.set_precision(precision.policy)
     created = run is None
-    if created:
-        run = store.create(base, task.name, data=source.spec)
-
-    events = EventWriter(run.events_path, listeners if chief else [])
     try:
+        if created:
+            run = store.create(base, task.name, data=source.spec)
+        events = EventWriter(run.events_path, listeners if chief else [])
         with _run_lock(run):
             session = _Session(task, source, options, run, strategy, choice, precision, hw, events, resumed,
                                explicit=explicit, distill=distill)
             return _train_in_folder(session, config, bundle, list(callbacks or []))
     except SuiteError as err:
         # A source or config the task refused before training began leaves no run folder behind.
-        if created and getattr(err, "before_training", False):
+        if created and run is not None and getattr(err, "before_training", False):
             with contextlib.suppress(OSError, SuiteError):
                 store.delete(run)
         raise
     finally:
+        strat.set_precision(policy_before)
         if worker_tmp is not None:
             shutil.rmtree(worker_tmp, ignore_errors=True)
 

@@ -314,3 +314,27 @@ def test_a_stopped_run_keeps_its_best_checkpoint_as_a_usable_model_until_resumed
                   options=TrainOptions(tensorboard=False))
     assert again.status == "completed" and "partial" not in again.metrics
     assert again.model_path.stat().st_mtime_ns != stamp
+
+
+def test_a_mixed_precision_run_puts_the_processs_dtype_policy_back(tmp_path):
+    """The app trains task after task in one process: a bfloat16 run must not leave the next model bfloat16
+    (the example plugin's Normalization.adapt then failed on float32 + bfloat16, found by CI test order)."""
+    import keras
+
+    from suite.errors import DataSourceError
+    from suite.runstore import RunStore
+    from suite.trainer import TrainOptions, train
+
+    before = keras.config.dtype_policy().name
+    run = train("tabular_classification", "sample", {"epochs": 1}, name="bf16", store=RunStore(tmp_path),
+                options=TrainOptions(tensorboard=False, precision="mixed_bfloat16"))
+    assert run.status == "completed", run.info.get("error")
+    assert run.info["precision"]["policy"] == "mixed_bfloat16"
+    assert keras.config.dtype_policy().name == before
+    # and when the run fails after the policy was set (here: the data source is refused)
+    empty = tmp_path / "photos"
+    (empty / "cats").mkdir(parents=True)
+    with pytest.raises(DataSourceError):
+        train("image_classification", str(empty), {"epochs": 1}, store=RunStore(tmp_path / "runs"),
+              options=TrainOptions(tensorboard=False, precision="mixed_bfloat16"))
+    assert keras.config.dtype_policy().name == before

@@ -95,7 +95,9 @@ class TabularClassification(ClassificationTask):
     def build_preprocessor(self, config, data):
         import keras
 
-        norm = keras.layers.Normalization(name="standardize")
+        # float32 whatever the run's precision: adapt() sums batch statistics into float32 variables, and under
+        # a mixed policy the batch mean comes out in bfloat16/float16 and the sum fails.
+        norm = keras.layers.Normalization(name="standardize", dtype="float32")
         norm.adapt(data.train.map(lambda x, y: x).batch(256))
         return norm
 
