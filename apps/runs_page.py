@@ -39,7 +39,8 @@ def _runs(runs) -> None:
     names = [r.name for r in runs]
 
     st.subheader("Compare")
-    chosen = st.multiselect("Runs to compare", names, key="runs:compare")
+    chosen = st.multiselect("Runs to compare", names, key="runs:compare",
+                            help="Two or more runs side by side: settings, metrics, size and speed.")
     if len(chosen) >= 2:
         with guard("Compare"):
             compare(chosen)
@@ -47,8 +48,9 @@ def _runs(runs) -> None:
         st.caption("Pick at least two runs.")
 
     st.subheader("Delete")
-    doomed = st.multiselect("Runs to delete", names, key="runs:delete")
-    sure = st.checkbox("Yes, delete these run folders", key="runs:sure")
+    doomed = st.multiselect("Runs to delete", names, key="runs:delete",
+                            help="Their folders are removed from the run store, model and exports included.")
+    sure = st.checkbox("Yes, delete these run folders", key="runs:sure", help="Deleting cannot be undone.")
     # A callback, not code after the button: widget values set before the script runs reach the browser, while
     # state popped after the widgets were drawn is sent back by the browser on the next rerun (the deleted
     # names stayed selected, "Yes" stayed ticked).
@@ -136,10 +138,13 @@ def import_section() -> None:
                           help="Checked by its content, not its name.")
     tasks = [t.name for t in registry().tasks()]
     c1, c2 = st.columns(2)
-    task = c1.selectbox("Task whose inputs it takes", tasks, key="runs:import:task")
-    name = c2.text_input("Run name", value=f"imported-{_dt.datetime.now():%Y%m%d-%H%M%S}", key="runs:import:name")
+    task = c1.selectbox("Task whose inputs it takes", tasks, key="runs:import:task",
+                        help="The task whose page will try, evaluate and export the model.")
+    name = c2.text_input("Run name", value=f"imported-{_dt.datetime.now():%Y%m%d-%H%M%S}", key="runs:import:name",
+                         help="The folder name the imported model gets in the run store.")
     c3, c4 = st.columns(2)
-    classes = c3.text_input("Class names, comma-separated (optional; default 0..N-1)", key="runs:import:classes")
+    classes = c3.text_input("Class names, comma-separated (optional; default 0..N-1)", key="runs:import:classes",
+                            help="One name per output of the model, in output order.")
     meta_text = c4.text_input("Task metadata as JSON (optional)", key="runs:import:meta",
                               help='What the plugin needs to decode inputs, e.g. {"n_features": 4}.')
     if st.button("Import", type="primary", disabled=up is None or not tasks, key="runs:import:go"):

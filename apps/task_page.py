@@ -156,13 +156,22 @@ def try_tab(task, run: Run | None) -> None:
     show_result(result, ms, task)
     with guard("Input views"):
         draw_views(task.input_views(predictor.decode(raw), predictor.meta))
-    if st.toggle("Explain this prediction", key=f"{task.name}:explain"):
+    if st.toggle("Explain this prediction", key=f"{task.name}:explain",
+                 help="Shows which parts of the input the answer rests on (the task's own explanation view)."):
         with guard("Explanation"), st.spinner("Explaining…"):
             explanation = predictor.explain(raw)
             if explanation is None:
                 st.caption("This task has no explanation view.")
             else:
                 draw_explanation(explanation)
+
+
+def _box_help(task, meta: dict) -> str:
+    if task.input_kind != "table":
+        return "Any text, in the language the model was trained on; press Predict for its answer."
+    features = meta.get("features") or []
+    named = f" in this order: {', '.join(map(str, features))}" if features else ""
+    return f"One row of numbers, separated by commas{named}."
 
 
 def _input_widgets(task, examples, meta: dict) -> tuple[Any, bool]:
@@ -179,7 +188,8 @@ def _input_widgets(task, examples, meta: dict) -> tuple[Any, bool]:
                     if e.name == pick:
                         st.session_state[f"{key}:text"] = e.value
 
-            st.selectbox("Example inputs", [e.name for e in texts], key=f"{key}:example", on_change=use_example)
+            st.selectbox("Example inputs", [e.name for e in texts], key=f"{key}:example", on_change=use_example,
+                         help="Inputs the model did not train on, to try it with; picking one fills the box below.")
         label = "A row of comma-separated numbers" if kind == "table" else "Text"
         if f"{key}:text" not in st.session_state:
             st.session_state[f"{key}:text"] = texts[0].value if texts else ""
@@ -191,7 +201,8 @@ def _input_widgets(task, examples, meta: dict) -> tuple[Any, bool]:
         draft = st.session_state.pop(f"{key}:draft", None)
         if draft is not None:  # typed in the live box: set in this run, so the browser's box shows it too
             st.session_state[f"{key}:text"] = draft
-        text = st.text_area(label, key=f"{key}:text", height=100 if kind == "text" else 68)
+        text = st.text_area(label, key=f"{key}:text", height=100 if kind == "text" else 68,
+                            help=_box_help(task, meta))
         clicked = st.button("Predict", key=f"{key}:predict", type="primary")
         return text, clicked
     # image or audio: example, upload, camera/microphone, drawing pad
@@ -199,11 +210,14 @@ def _input_widgets(task, examples, meta: dict) -> tuple[Any, bool]:
     binary = [e for e in examples if isinstance(e.value, bytes)]
     pad = task.drawing(meta) if kind == "image" else None
     modes = (["Example"] if binary else []) + ["Upload", live] + (["Draw"] if pad else [])
-    mode = st.radio("Input", modes, horizontal=True, key=f"{key}:mode")
+    mode = st.radio("Input", modes, horizontal=True, key=f"{key}:mode",
+                    help=f"An example the model did not train on, a file of yours, the {live.lower()}"
+                         + (", or a drawing" if pad else "") + ".")
     accepted = ", ".join(task.upload_types) or "any"
     raw = None
     if mode == "Example":
-        pick = st.selectbox("Example inputs", [e.name for e in binary], key=f"{key}:example")
+        pick = st.selectbox("Example inputs", [e.name for e in binary], key=f"{key}:example",
+                            help="Inputs the model did not train on, to try it with.")
         example = next(e for e in binary if e.name == pick)
         if example.expected:
             st.caption(f"expected: {example.expected}")
@@ -376,13 +390,17 @@ def train_tab(task) -> None:
     key = task.name
     st.subheader("Data")
     choice = st.radio("Data source", ["Built-in sample", "TFDS data set", "Local path", "Upload a zip"],
-                      horizontal=True, key=f"{key}:source")
+                      horizontal=True, key=f"{key}:source",
+                      help="The built-in sample works offline in seconds; a TFDS name downloads when online; a "
+                           "path or a zip holds your own data in one of the layouts listed below.")
     tfds_name = path = upload = None
     if choice == "TFDS data set":
         tfds_name = st.text_input("TFDS name", value=(task.tfds_examples or ("tfds:",))[0], key=f"{key}:tfds",
                                   help="tfds:NAME[/CONFIG]; downloaded by TFDS when online.")
     elif choice == "Local path":
-        path = st.text_input("Path on the server", key=f"{key}:path")
+        path = st.text_input("Path on the server", key=f"{key}:path",
+                             help="A file or folder on the machine running the app, in one of the layouts "
+                                  "below; read where it is, not copied.")
     elif choice == "Upload a zip":
         upload = st.file_uploader("Zip of your data", type=["zip"], key=f"{key}:zip",
                                   help="Extracted safely on the server (no paths outside it, size limits).")
@@ -392,9 +410,15 @@ def train_tab(task) -> None:
     st.subheader("Settings")
     values = config_form(task)
     c1, c2, c3 = st.columns(3)
-    strategy = c1.selectbox("Strategy", STRATEGIES, key=f"{key}:strategy")
-    precision = c2.selectbox("Precision", PRECISIONS, key=f"{key}:precision")
-    name = c3.text_input("Run name", value=f"{task.name}-{_stamp()}", key=f"{key}:name")
+    strategy = c1.selectbox("Strategy", STRATEGIES, key=f"{key}:strategy",
+                            help="How training spreads over devices. auto: one device as is, several GPUs "
+                                 "mirrored, TF_CONFIG multi-worker, a TPU its own; the run says what it chose "
+                                 "and why.")
+    precision = c2.selectbox("Precision", PRECISIONS, key=f"{key}:precision",
+                             help="auto: mixed bfloat16 or float16 where the hardware computes faster in it (recent "
+                                  "GPUs, TPUs, CPUs with native bfloat16), else float32.")
+    name = c3.text_input("Run name", value=f"{task.name}-{_stamp()}", key=f"{key}:name",
+                         help="The run's folder name under the run store; must be new.")
     b1, b2 = st.columns([1, 3])
     if b1.button("Start training", type="primary", key=f"{key}:start"):
         with guard("Start training"):
@@ -432,7 +456,9 @@ def config_form(task) -> dict[str, Any]:
 
 def _field_widget(task, f: dict) -> Any:
     key = f"{task.name}:cfg:{f['name']}"
-    label, default, kind, helptext = f["name"], f["default"], f["type"], f.get("help") or None
+    label, default, kind = f.get("label") or f["name"], f["default"], f["type"]
+    # the CLI key under the explanation: what the user types to set the same field from a script
+    helptext = f"{f.get('help') or ''}\n\nCLI: `--set {f['name']}=...`".strip()
     if kind == "choice":
         choices = list(f["choices"])
         return st.selectbox(label, choices, index=choices.index(default) if default in choices else 0,
@@ -446,7 +472,7 @@ def _field_widget(task, f: dict) -> Any:
                                      step=None))
     if kind == "list":
         text = st.text_input(label, value=",".join(str(v) for v in default or []), key=key,
-                             help=(helptext or "") + " (comma-separated)")
+                             help="Comma-separated. " + helptext)
         return [v.strip() for v in text.split(",") if v.strip()]
     return st.text_input(label, value="" if default is None else str(default), key=key, help=helptext)
 
@@ -488,7 +514,8 @@ def watch_panel(task) -> None:
         st.session_state[f"{task.name}:watch-shown"] = watched
     if st.session_state.get(select_key) not in names:
         st.session_state.pop(select_key, None)
-    name = st.selectbox("Run", names, key=select_key)
+    name = st.selectbox("Run", names, key=select_key,
+                        help="The run whose progress is shown: a live one updates as it trains.")
     run_dir = store().root / name
     live = _is_live(run_dir)
     if live:
@@ -597,7 +624,8 @@ def _distill_action(task, run: Run) -> None:
     with st.expander("Distill into a smaller, faster model"):
         st.caption(f"Trains a small student on this run's data to copy this model, from {how}: knowledge "
                    "distillation. The student is a new run you can try, evaluate and export. See docs/DISTILL.md.")
-        choice = st.selectbox("Student", students, key=f"{run.name}:student") if students else None
+        choice = st.selectbox("Student", students, key=f"{run.name}:student",
+                              help="The smaller model the task offers to distill into.") if students else None
         if st.button("Distill", key=f"{run.name}:distill"):
             with guard("Distill"):
                 student, proc = training.start_distillation(run, choice, store=store())
@@ -678,11 +706,15 @@ def export_tab(task, run: Run | None) -> None:
         st.caption(f"Not offered: {fmt}: {why}")
     possible = [f for f in EXPORT_FORMATS if f not in limits]
     c1, c2, c3 = st.columns(3)
-    formats = c1.multiselect("Formats", possible, default=possible, key=f"{key}:formats")
+    formats = c1.multiselect("Formats", possible, default=possible, key=f"{key}:formats",
+                             help="keras: this suite or Keras; saved_model: TF Serving and TF.js; tflite: phones and "
+                                  "microcontrollers (LiteRT); onnx: onnxruntime and other runtimes.")
     quantize = c2.selectbox("Quantization", QUANTIZE, key=f"{key}:quantize",
                             help="Applies to TFLite: float16 halves the size, dynamic/int8 quantize weights.")
     examples = int(c3.number_input("Verify on held-out examples", min_value=1, max_value=5000, value=200,
-                                   key=f"{key}:examples"))
+                                   key=f"{key}:examples",
+                                   help="Each exported file is run on this many held-out examples and its outputs "
+                                        "compared with the Keras model's; more is surer and slower."))
     results_key = f"{key}:reports:{run.name}"
     if st.button("Export and verify", type="primary", key=f"{key}:go", disabled=not formats):
         try:

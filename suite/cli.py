@@ -136,13 +136,38 @@ def _echo_plugin_details(row: dict) -> None:
     para("from", row["source"])
 
 
+@cli.command()
+@click.argument("task")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def settings(task, as_json):
+    """The config fields of TASK that `--set KEY=VALUE` takes: default, unit, choices and what each does."""
+    import textwrap
+
+    cls = _registry().get(task).config_class
+    fields = cls.describe()
+    if as_json:
+        _echo_json(fields)
+        return
+    doc = cls.__doc__ or ""
+    if doc and not doc.startswith(f"{cls.__name__}("):  # dataclasses write their signature where none is given
+        click.echo(" ".join(doc.split("\n\n")[0].split()) + "\n")
+    for f in fields:
+        default = ",".join(map(str, f["default"])) if isinstance(f["default"], list) else f["default"]
+        unit = f" {f['unit']}" if f["unit"] else ""
+        choices = f" (one of {', '.join(map(str, f['choices']))})" if f["choices"] else ""
+        click.echo(f"{f['name']}={default}{unit}{choices}")
+        if f["help"]:
+            click.echo(textwrap.fill(f["help"], width=100, initial_indent="    ", subsequent_indent="    "))
+
+
 # ---- train ----------------------------------------------------------------------------------------
 @cli.command()
 @click.argument("task", required=False)
 @click.option("--data", "data", default="sample", show_default=True,
               help="'sample', 'tfds:NAME[/CONFIG]' or a local path.")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), help="YAML file of config values.")
-@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override one config value (repeatable).")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+              help="Override one config value (repeatable; `suite settings TASK` lists them).")
 @click.option("--epochs", type=int, help="Shortcut for --set epochs=N.")
 @click.option("--name", help="Run name (default: derived from task, data and config).")
 @click.option("--resume", help="Continue this run (folder or name) from its last finished epoch.")

@@ -22,24 +22,56 @@ class TaskConfig:
     """Fields every task shares. Plugins subclass it and add their own fields with defaults."""
 
     epochs: int = 10
-    batch_size: int = 64  # per replica; the global batch is this times the replica count
+    batch_size: int = 64
     learning_rate: float = 1e-3
     weight_decay: float = 1e-4
     lr_schedule: Literal["constant", "cosine", "warmup_cosine"] = "cosine"
     warmup_epochs: float = 0.0
     label_smoothing: float = 0.0
-    early_stopping_patience: int = 0  # epochs without improvement before stopping; 0 turns it off
-    max_train_examples: int = 0  # 0 = all; a cap for quick tries
-    time_budget_minutes: float = 0.0  # > 0: stop when this much training time is spent (epochs is then a cap)
-    val_fraction: float = 0.1  # used when the source has no validation split
-    test_fraction: float = 0.1  # used when the source has no test split
-    # Where decoded examples live while training: auto picks memory when they fit in a quarter of the free
-    # memory, else a disk cache (suite.streaming.choose_cache); none decodes the files again every epoch.
+    early_stopping_patience: int = 0
+    max_train_examples: int = 0
+    time_budget_minutes: float = 0.0
+    val_fraction: float = 0.1
+    test_fraction: float = 0.1
     cache: Literal["auto", "memory", "disk", "none"] = "auto"
-    max_bad_fraction: float = 0.01  # streamed files: the run fails once more than this share cannot be read
+    max_bad_fraction: float = 0.01
 
     # Fields shown first in the app's Train form. Plugins extend this tuple.
     ui_fields: ClassVar[tuple[str, ...]] = ("epochs", "batch_size", "learning_rate")
+
+    # What each field does, in a user's words: the app's help on every field, ``suite config TASK`` and the
+    # generated reference. A subclass adds its own fields' help (merged over the class hierarchy, so a plugin
+    # that only changes a default keeps the core's text) and may reword an inherited one.
+    field_help: ClassVar[dict[str, str]] = {
+        "epochs": "Passes over the training data (with a time budget: the most it may take).",
+        "batch_size": "Examples per training step on each device; the global batch is this times the device "
+                      "count.",
+        "learning_rate": "Peak step size of the optimizer; the schedule warms up to it and decays from it.",
+        "weight_decay": "Decoupled weight decay (AdamW), pulling weights towards zero each step.",
+        "lr_schedule": "How the learning rate changes over training: constant, cosine decay, or a linear warm-up "
+                       "then cosine decay.",
+        "warmup_epochs": "Epochs of linear warm-up at the start (warmup_cosine); fractions allowed.",
+        "label_smoothing": "Share of each target spread over the other classes (0 = none); makes confidence "
+                           "less extreme.",
+        "early_stopping_patience": "Stop after this many epochs without a better validation score; 0 = never "
+                                   "stop early. The best epoch's weights are kept either way.",
+        "max_train_examples": "Train on at most this many examples (a quick try on big data); 0 = all.",
+        "time_budget_minutes": "Stop training after this much time; the plan sizes the model and schedule to "
+                               "it. 0 = no limit (epochs decide).",
+        "val_fraction": "Share of the data held out for validation when the source has no validation split.",
+        "test_fraction": "Share of the data held out for the final test when the source has no test split.",
+        "cache": "Where decoded examples live while training: auto (memory when they fit in a quarter of the "
+                 "free memory, else disk), memory, disk (a reusable cache folder), or none (decode every epoch).",
+        "max_bad_fraction": "Unreadable files are skipped and listed in skipped.jsonl; the run fails once more "
+                            "than this share of them is bad.",
+    }
+    # The unit of a field whose name does not already end in one (``_ms``, ``_seconds``, ``_minutes``,
+    # ``_db``): the app puts it in the label.
+    field_units: ClassVar[dict[str, str]] = {}
+    field_labels: ClassVar[dict[str, str]] = {  # where the name read as words says too little
+        "lr_schedule": "Learning-rate schedule", "val_fraction": "Validation fraction",
+        "max_bad_fraction": "Bad-file limit (fraction)", "max_train_examples": "Max training examples",
+    }
 
     # ---- validation ---------------------------------------------------------------------------
     def validate(self) -> None:
@@ -92,8 +124,9 @@ class TaskConfig:
 
     @classmethod
     def describe(cls) -> list[dict[str, Any]]:
-        """Field name, type name, default and choices: what the app builds its form from."""
+        """Field name, type name, default, choices, help, unit and label: what the app builds its form from."""
         hints = typing.get_type_hints(cls)
+        helps, units, labels = cls._merged("field_help"), cls._merged("field_units"), cls._merged("field_labels")
         out = []
         for f in dataclasses.fields(cls):
             default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
@@ -103,10 +136,19 @@ class TaskConfig:
                     "type": _type_name(hints[f.name]),
                     "default": _plain(default),
                     "choices": list(_literal_choices(cls, f.name)),
-                    "help": f.metadata.get("help", ""),
+                    "help": f.metadata.get("help") or helps.get(f.name, ""),
+                    "unit": units.get(f.name) or _unit_in_name(f.name),
+                    "label": labels.get(f.name) or field_label(f.name, units.get(f.name, "")),
                 }
             )
         return out
+
+    @classmethod
+    def _merged(cls, attr: str) -> dict[str, str]:
+        merged: dict[str, str] = {}
+        for klass in reversed(cls.__mro__):
+            merged.update(vars(klass).get(attr) or {})
+        return merged
 
 
 def parse_overrides(pairs: list[str] | tuple[str, ...]) -> dict[str, Any]:
@@ -140,6 +182,22 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
 
 
 # ---- helpers ------------------------------------------------------------------------------------
+_NAME_UNITS = {"ms": "ms", "seconds": "s", "minutes": "minutes", "db": "dB", "hz": "Hz"}
+
+
+def _unit_in_name(name: str) -> str:
+    return _NAME_UNITS.get(name.rsplit("_", 1)[-1], "")
+
+
+def field_label(name: str, unit: str = "") -> str:
+    """``time_budget_minutes`` -> "Time budget (minutes)", ``fmax`` with unit Hz -> "Fmax (Hz)"."""
+    words = name.split("_")
+    if not unit and len(words) > 1 and words[-1] in _NAME_UNITS:
+        unit = _NAME_UNITS[words.pop()]
+    text = " ".join(words)
+    return text[:1].upper() + text[1:] + (f" ({unit})" if unit else "")
+
+
 def _positive(config: TaskConfig, *names: str) -> None:
     for name in names:
         if getattr(config, name) <= 0:

@@ -8,7 +8,7 @@
         bad_inputs = [b"", b"not an image"]
 
 It checks (as KerasHub's ``TestCase.run_task_test`` does for its models): registration through the entry
-point; config defaults and validation; the built-in sample's datasets and metadata; that the model takes raw
+point; config defaults, validation and help on every field; the built-in sample's datasets and metadata; that the model takes raw
 inputs and builds and runs under mixed_bfloat16 (as on recent GPUs and TPUs); a short training run through the suite's trainer; reloading ``model.keras`` with ``safe_mode=True``
 in a fresh process, with identical outputs; prediction on the plugin's own examples; bad inputs raising ``InputError``; every export format verified
 against the Keras model; and the "Use this model" code of each export run in a fresh process.
@@ -86,6 +86,9 @@ class PluginTestSuite:
             task.make_config({"no_such_key_anywhere": 1})
         with pytest.raises(ConfigError):
             task.make_config({"epochs": -1})
+        # the app's help on each field and `suite settings`: a bare field name sends users to the source
+        silent = [f["name"] for f in task.config_class.describe() if not f["help"]]
+        assert not silent, f"say what these config fields do in field_help: {', '.join(silent)}"
 
     def test_sample_data_has_splits_and_meta(self, task):
         from suite.data import parse_source

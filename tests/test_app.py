@@ -932,3 +932,46 @@ def test_a_browser_closed_mid_send_leaves_no_traceback_but_other_send_errors_are
     finally:
         logger.removeHandler(handler)
         logger.filters[:] = saved
+
+
+# ---- plain language -------------------------------------------------------------------------------------
+_INPUT_WIDGETS = ("checkbox", "toggle", "selectbox", "multiselect", "radio", "number_input", "text_input",
+                  "text_area", "slider", "select_slider")
+
+
+def _inputs_without_help(at) -> list[str]:
+    return [f"{kind} {w.label!r}" for kind in _INPUT_WIDGETS for w in getattr(at, kind) if not (w.help or "").strip()]
+
+
+def test_every_input_on_every_page_says_what_it_does_and_settings_carry_their_units(home, registry_of):
+    """A field with no explanation, or a raw field name with a number and no unit (image_size 0), sends a user
+    to the docs or the source. Every input widget of Home, a task page (all four tabs) and Runs has help; the
+    Train form's labels are the config's readable labels with units, and each help names the CLI key."""
+    registry_of(tabular())
+    at = app().run()
+    no_exceptions(at)
+    missing = _inputs_without_help(at)
+    for page in (TAB, "runs"):
+        at = open_page(at, page)
+        no_exceptions(at)
+        missing += [f"{page}: {m}" for m in _inputs_without_help(at)]
+    assert not missing, "\n".join(missing)
+    at = open_page(at, TAB)
+    described = {f["name"]: f for f in tabular().config_class.describe()}
+    budget = at.number_input(key=f"{TAB}:cfg:time_budget_minutes")
+    assert budget.label == "Time budget (minutes)"
+    assert "--set time_budget_minutes=" in budget.help and described["time_budget_minutes"]["help"] in budget.help
+    for name, f in described.items():
+        assert f["help"], f"config field {name} has no help"
+    box = at.text_area(key=f"{TAB}:text")  # a table row names its columns, in order
+    assert "sepal length (cm), sepal width (cm), petal length (cm), petal width (cm)" in box.help
+    # the built-in tasks' pages (no runs of theirs here: the data source and the Train form of every field)
+    set_registry(None)
+    at = app().run()
+    for task in get_registry().tasks():
+        at = open_page(at, task.name)
+        no_exceptions(at)
+        missing += [f"{task.name}: {m}" for m in _inputs_without_help(at)]
+        labels = {w.label for w in at.number_input} | {w.label for w in at.selectbox} | {w.label for w in at.checkbox}
+        assert {f["label"] for f in task.config_class.describe() if f["type"] != "list" and f["type"] != "str"} <= labels
+    assert not missing, "\n".join(missing)

@@ -50,6 +50,7 @@ def trained(tmp_path_factory):
         (["predict", "ghost", "x"], "no run named 'ghost'"),
         (["runs", "show", "ghost"], "no run named 'ghost'"),
         (["train"], "give a TASK"),
+        (["settings", "no_such_task"], "unknown task 'no_such_task'"),
     ],
 )
 def test_user_mistakes_give_one_line_and_exit_2(tmp_path, monkeypatch, capsys, args, needle):
@@ -65,6 +66,25 @@ def test_user_mistakes_give_one_line_and_exit_2(tmp_path, monkeypatch, capsys, a
     assert len(lines) == 1 and "Traceback" not in err, err
     assert needle in lines[0]
     assert not any(tmp_path.iterdir()) if tmp_path.exists() else True
+
+
+def test_settings_lists_every_field_with_its_default_unit_and_help(tmp_path, monkeypatch, capsys):
+    """What `--set KEY=VALUE` takes, without reading the source: every field, its default, unit, choices and
+    what it does; --json gives the same as the app builds its form from."""
+    from suite.cli import main
+    from suite.registry import get
+
+    monkeypatch.setenv("SUITE_HOME", str(tmp_path))
+    main(["settings", "image_classification"])
+    out = capsys.readouterr().out
+    assert out.startswith("Fields left at their defaults are chosen")  # the config's own docstring first
+    fields = get("image_classification").config_class.describe()
+    keys = [ln.split("=", 1)[0] for ln in out.splitlines() if ln and not ln.startswith(" ") and "=" in ln]
+    assert keys == [f["name"] for f in fields]
+    assert "image_size=0 px\n    Side the model resizes every image to" in out
+    assert "lr_schedule=warmup_cosine (one of constant, cosine, warmup_cosine)" in out
+    main(["settings", "image_classification", "--json"])
+    assert json.loads(capsys.readouterr().out) == json.loads(json.dumps(fields))
 
 
 def test_tfds_offline_is_one_clear_line(tmp_path):

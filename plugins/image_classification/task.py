@@ -45,23 +45,50 @@ class ImageClassificationConfig(TaskConfig):
     lr_schedule: Literal["constant", "cosine", "warmup_cosine"] = "warmup_cosine"
     warmup_epochs: float = 0.5
     label_smoothing: float = 0.1
-    model: ModelName = "auto"  # auto: cnn_base for grey glyphs, cnn_fast for photos (see plan.py)
-    width: int = 0  # cnn_fast block width (0 = chosen by the time budget)
-    optimizer: Literal["auto", "adamw", "sgd"] = "auto"  # auto: AdamW (sgd when the plan picks cnn_fast)
-    image_size: int = 0  # side the model resizes to; 0 = auto (native size of uniform data, 96 otherwise, 224 pretrained)
-    channels: int = 0  # 0 = auto (1 when every image is grey), 1 or 3
-    augment: bool = True  # master switch for the random layers below
-    flip: Literal["auto", "none", "horizontal", "vertical", "both"] = "auto"  # auto: none for grey digits-like data
-    rotation: float = -1.0  # fraction of a full turn; < 0 = auto
-    zoom: float = -1.0  # fraction of the side; < 0 = auto
-    translation: float = -1.0  # fraction of the side; < 0 = auto
-    contrast: float = -1.0  # < 0 = auto
-    crop_scale: float = -1.0  # smallest area fraction of a random resized crop; 0 = off, < 0 = auto
-    color: float = -1.0  # brightness/contrast/saturation jitter of colour photos; 0 = off, < 0 = auto
+    model: ModelName = "auto"
+    width: int = 0
+    optimizer: Literal["auto", "adamw", "sgd"] = "auto"
+    image_size: int = 0
+    channels: int = 0
+    augment: bool = True
+    flip: Literal["auto", "none", "horizontal", "vertical", "both"] = "auto"
+    rotation: float = -1.0
+    zoom: float = -1.0
+    translation: float = -1.0
+    contrast: float = -1.0
+    crop_scale: float = -1.0
+    color: float = -1.0
     dropout: float = 0.2
-    fine_tune: bool = False  # pretrained models: train the backbone too (use a small learning_rate)
+    fine_tune: bool = False
 
     ui_fields = ("model", "epochs", "batch_size", "learning_rate", "image_size", "augment", "fine_tune")
+    field_help = {
+        "model": "The network. auto: cnn_base's recipe for grey glyphs (digits, letters), cnn_fast sized to "
+                 "the time budget for photos; the rest are fixed sizes or pretrained backbones (need the "
+                 "network once).",
+        "width": "Channels of cnn_fast's first block (later blocks double it); 0 = chosen by the time budget.",
+        "optimizer": "auto: AdamW, or SGD with momentum when the plan picks cnn_fast.",
+        "image_size": "Side the model resizes every image to; 0 = chosen from the data (the native side of "
+                      "same-size images, kept within 28-128; up to 128 for photos of varying size; 224 for "
+                      "pretrained backbones).",
+        "channels": "1 (grey) or 3 (colour); 0 = 1 when every image is grey, else 3.",
+        "augment": "Random flips, turns, zooms, shifts, crops and colour changes while training (master "
+                   "switch for the fields below).",
+        "flip": "Random mirror images; auto: horizontal for photos, none for digit-like glyphs (a mirrored 2 "
+                "is not a 2).",
+        "rotation": "Largest random turn, as a fraction of a full turn (0.05 = 18 degrees); < 0 = auto.",
+        "zoom": "Largest random zoom, as a fraction of the side; < 0 = auto.",
+        "translation": "Largest random shift, as a fraction of the side; < 0 = auto.",
+        "contrast": "Largest random contrast change (0.2 = up to 20%); < 0 = auto.",
+        "crop_scale": "Smallest area share of a random resized crop (0.35 = crops down to 35% of the image); "
+                      "0 = off, < 0 = auto.",
+        "color": "Strength of random brightness, contrast and saturation jitter on colour photos; 0 = off, "
+                 "< 0 = auto.",
+        "dropout": "Share of the head's inputs dropped at random while training.",
+        "fine_tune": "Pretrained backbones: train the backbone too, not only the new head (use a small "
+                     "learning rate, about 1e-4).",
+    }
+    field_units = {"image_size": "px"}
 
     def validate(self) -> None:
         super().validate()

@@ -35,23 +35,47 @@ class SentimentConfig(TaskConfig):
 
     epochs: int = 2
     batch_size: int = 64
-    learning_rate: float = 3e-3  # L2-normalised TF-IDF inputs are small: 1e-3 learns too slowly on small data
+    # L2-normalised TF-IDF inputs are small: 1e-3 learns too slowly on small data
+    learning_rate: float = 3e-3
     model: ModelName = "ensemble"
-    max_tokens: int = 200000  # vocabulary size, n-grams included (SST-2 has 86k uni+bigrams; all of them help)
-    ensemble_members: tuple[str, ...] = ("cnn", "bilstm")  # model=ensemble: from-scratch models averaged
-    ngrams: int = 2  # tfidf_linear / tfidf_mlp: longest n-gram counted
-    sequence_length: int = 64  # cnn / bilstm / transformer / presets: tokens kept per text (SST-2's longest: 56)
+    max_tokens: int = 200000  # SST-2 has 86k uni+bigrams; all of them help
+    ensemble_members: tuple[str, ...] = ("cnn", "bilstm")
+    ngrams: int = 2
+    sequence_length: int = 64  # SST-2's longest sentence: 56 tokens
     embedding_dim: int = 128
     hidden_units: int = 64
     dropout: float = 0.5
-    input_dropout: float = 0.5  # tfidf_*: dropout on the TF-IDF vector itself (drops whole n-grams)
-    l2: float = 0.0  # tfidf_linear: L2 penalty on the n-gram weights (logistic regression's 1 / (2 C N))
-    max_chars: int = 20000  # longer inputs are cut to this many characters before the model sees them
-    text_column: str = ""  # CSV/TSV: "" finds text/sentence/review/content/...
-    label_column: str = ""  # CSV/TSV: "" finds label/sentiment/class/target/...
+    input_dropout: float = 0.5
+    l2: float = 0.0
+    max_chars: int = 20000
+    text_column: str = ""
+    label_column: str = ""
 
     ui_fields = ("model", "epochs", "batch_size", "learning_rate", "max_tokens", "ngrams", "sequence_length",
                  "dropout")
+    field_help = {
+        "model": "ensemble: a CNN and a BiLSTM trained side by side and averaged; tfidf_*: n-gram TF-IDF with a "
+                 "linear or MLP head (fastest); cnn, bilstm, transformer: one model from scratch; bert_*: a "
+                 "pretrained KerasHub backbone (needs the network once).",
+        "max_tokens": "Vocabulary size, n-grams included: the most frequent words (and word pairs) are kept.",
+        "ensemble_members": "model=ensemble: the from-scratch models trained together and averaged.",
+        "ngrams": "tfidf_linear / tfidf_mlp: longest run of words counted as one feature (2 = words and word "
+                  "pairs).",
+        "sequence_length": "cnn / bilstm / transformer / bert_*: tokens read per text; longer texts are cut.",
+        "embedding_dim": "Size of each word's learned vector (from-scratch sequence models).",
+        "hidden_units": "Width of the recurrent / dense layers of the from-scratch models.",
+        "dropout": "Share of units dropped at random in the head while training.",
+        "input_dropout": "tfidf_*: share of the TF-IDF vector dropped at random while training (whole n-grams).",
+        "l2": "tfidf_linear: L2 penalty on the n-gram weights (logistic regression's 1 / (2 C N)); 0 = none.",
+        "max_chars": "Longer inputs are cut to this many characters before the model reads them.",
+        "text_column": "CSV/TSV: the column holding the text; empty = found by name (text, sentence, review, "
+                       "content, ...).",
+        "label_column": "CSV/TSV: the column holding the label; empty = found by name (label, sentiment, class, "
+                        "target, ...).",
+    }
+    field_units = {"sequence_length": "tokens", "max_tokens": "tokens"}
+    field_labels = {"max_chars": "Max characters", "ngrams": "N-grams", "embedding_dim": "Embedding size",
+                    "l2": "L2 penalty"}
 
     def validate(self) -> None:
         super().validate()

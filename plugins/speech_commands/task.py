@@ -84,6 +84,56 @@ class SpeechCommandsConfig(TaskConfig):
     noise_dir: str = ""  # a folder of noise WAVs for mixing; default: the data's _background_noise_ or generated
 
     ui_fields = ("epochs", "batch_size", "learning_rate", "features", "width", "depth", "noise_prob")
+    field_help = {
+        "sample_rate": "Audio is resampled to this rate inside the model before its features are computed.",
+        "clip_seconds": "Every clip is brought to this length: a longer one keeps its loudest window, a shorter "
+                        "one is padded with silence.",
+        "frame_length_ms": "Length of each analysis window of the spectrogram.",
+        "frame_step_ms": "Step between analysis windows (smaller = more frames, slower).",
+        "n_mels": "Mel frequency bands per frame.",
+        "fmin": "Lowest frequency the mel bands cover.",
+        "fmax": "Highest frequency the mel bands cover (4000 = the telephone band; 8 kHz audio fills it).",
+        "features": "log_mel: log mel spectrogram; mfcc: its cepstral coefficients (smaller, older practice).",
+        "stft": "rfft: framing + window + FFT with no stored weights (quantizes to int8); dft: the older "
+                "matrix-multiply transform.",
+        "fft_length": "FFT size; 0 = the next power of two >= the frame length (TFLite's RFFT needs one).",
+        "peak_normalize": "Scale each clip to a peak of 1 inside the model, so loudness does not matter.",
+        "n_mfcc": "features=mfcc: coefficients kept per frame.",
+        "band_variance_norm": "Normalize each band's variance too (CMVN), not only its mean.",
+        "width": "Channels of every block of the depthwise-separable CNN.",
+        "depth": "Depthwise-separable blocks of the CNN.",
+        "dropout": "Share of features dropped at random before the classifier while training.",
+        "time_masks": "SpecAugment: time stripes blanked per training clip.",
+        "time_mask_frames": "SpecAugment: widest time stripe.",
+        "freq_masks": "SpecAugment: frequency stripes blanked per training clip.",
+        "freq_mask_bins": "SpecAugment: widest frequency stripe.",
+        "time_stretch": "Random stretch of the spectrogram in time, log-uniform by a factor up to 1 + this "
+                        "either way (0.1 = 0.91-1.1x).",
+        "freq_warp": "Random warp of the frequency axis by up to ± this share.",
+        "noise_prob": "Share of training clips mixed with background noise.",
+        "snr_min_db": "Noisiest mix: signal-to-noise ratio at the low end.",
+        "snr_max_db": "Cleanest mix: signal-to-noise ratio at the high end.",
+        "time_shift_ms": "Largest random shift of a training clip in time.",
+        "speed_perturb": "Random resampling of a training clip's waveform by 1 ± this (changes pitch, formants "
+                         "and rate together).",
+        "synthetic_voices": "Per word class, this many espeak-ng renditions of the word (many accents, voices, "
+                            "rates) join the training split only; classes not named by a word get none; 0 = off.",
+        "words": "Comma-separated target words; other word folders become _unknown_; empty = every folder is "
+                 "a class.",
+        "unknown_fraction": "_unknown_ examples per split, as a share of the target examples.",
+        "silence_fraction": "_silence_ clips (cut from background noise) per split, as a share of the target "
+                            "examples.",
+        "noise_dir": "A folder of noise WAVs to mix in; empty = the data's _background_noise_, else generated "
+                     "noise.",
+    }
+    field_units = {"sample_rate": "Hz", "fmin": "Hz", "fmax": "Hz", "fft_length": "samples"}
+    field_labels = {"clip_seconds": "Clip length (s)", "snr_min_db": "Lowest SNR (dB)",
+                    "snr_max_db": "Highest SNR (dB)", "n_mels": "Mel bands", "n_mfcc": "MFCCs",
+                    "fmin": "Lowest frequency (Hz)", "fmax": "Highest frequency (Hz)", "stft": "STFT",
+                    "fft_length": "FFT length (samples)", "noise_prob": "Noise probability",
+                    "time_mask_frames": "Widest time mask (frames)", "freq_mask_bins": "Widest frequency mask (bands)",
+                    "freq_masks": "Frequency masks", "freq_warp": "Frequency warp",
+                    "band_variance_norm": "Band variance normalization"}
 
     def validate(self) -> None:
         super().validate()

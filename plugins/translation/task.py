@@ -28,7 +28,7 @@ class TranslationConfig(TaskConfig):
     label_smoothing: float = 0.1
     source_lang: str = "en"
     target_lang: str = "es"
-    reverse: bool = False  # translate a TSV's second column into its first
+    reverse: bool = False
     source_vocab_size: int = 8000
     target_vocab_size: int = 8000
     source_sequence_length: int = 40
@@ -40,21 +40,54 @@ class TranslationConfig(TaskConfig):
     intermediate_dim: int = 1024
     dropout: float = 0.1
     lowercase: bool = False
-    beam_size: int = 1  # 1 = greedy
-    max_decode_length: int = 40  # tokens, START included; capped by target_sequence_length
+    beam_size: int = 1
+    max_decode_length: int = 40
     bucket_boundaries: tuple[int, ...] = (8, 12, 16, 24, 32)
-    vocab_sample: int = 40_000  # sentences used to learn each vocabulary (bounds the one-off learning time)
-    eval_limit: int = 2000  # evaluate scores only the first N test pairs (0 = all)
-    val_limit: int = 2000  # val_loss on only the first N validation pairs each epoch (0 = all)
+    vocab_sample: int = 40_000  # bounds the one-off time spent learning the vocabularies
+    eval_limit: int = 2000
+    val_limit: int = 2000
     split_seed: int = 0
-    # A KerasHub seq2seq preset to fine-tune instead of the built-in Transformer: a name (bart_base_en,
-    # t5_small_multi; downloaded, needs the network) or a local preset folder. Its own tokenizer replaces the
-    # learned WordPiece; the layer/width/vocabulary fields are then unused. Fine-tuning wants a small
-    # learning_rate (about 5e-5).
     pretrained: str = ""
 
     ui_fields = ("epochs", "batch_size", "learning_rate", "source_lang", "target_lang", "encoder_layers",
                  "decoder_layers", "embed_dim", "beam_size")
+    field_help = {
+        "source_lang": "Language code of the text translated from (a label for the model card and pages).",
+        "target_lang": "Language code of the translations (a label for the model card and pages).",
+        "reverse": "Translate a TSV's second column into its first, instead of first into second.",
+        "source_vocab_size": "WordPiece vocabulary learned for the source language.",
+        "target_vocab_size": "WordPiece vocabulary learned for the target language.",
+        "source_sequence_length": "Source tokens read per sentence; longer sentences are cut.",
+        "target_sequence_length": "Target tokens trained on per sentence; longer ones are cut.",
+        "encoder_layers": "Transformer layers reading the source.",
+        "decoder_layers": "Transformer layers writing the translation.",
+        "embed_dim": "Width of every token vector and Transformer layer.",
+        "num_heads": "Attention heads per layer (must divide embed_dim).",
+        "intermediate_dim": "Width of each layer's feed-forward block.",
+        "dropout": "Share of activations dropped at random while training.",
+        "lowercase": "Lowercase both languages before learning and translating.",
+        "beam_size": "Translations kept while decoding: 1 = greedy (fastest), 4-5 = beam search (often "
+                     "better, slower).",
+        "max_decode_length": "Longest translation written, START token included; capped by "
+                             "target_sequence_length.",
+        "bucket_boundaries": "Sentence lengths at which training batches are split, so short sentences are not "
+                             "padded to the longest.",
+        "vocab_sample": "Sentences used to learn each vocabulary.",
+        "eval_limit": "Evaluation scores only the first N test pairs (decoding is slow); 0 = all.",
+        "val_limit": "Validation loss on only the first N validation pairs each epoch; 0 = all.",
+        "split_seed": "Seed of the train/validation/test split of a single file.",
+        "pretrained": "A KerasHub seq2seq preset to fine-tune instead of the built-in Transformer: a name "
+                      "(bart_base_en, t5_small_multi; downloaded, needs the network) or a local preset folder. "
+                      "Its own tokenizer replaces the learned one and the size fields are unused; use a small "
+                      "learning rate (about 5e-5).",
+    }
+    field_units = {"source_vocab_size": "tokens", "target_vocab_size": "tokens", "source_sequence_length": "tokens",
+                   "target_sequence_length": "tokens", "max_decode_length": "tokens",
+                   "bucket_boundaries": "tokens", "vocab_sample": "sentences", "eval_limit": "pairs",
+                   "val_limit": "pairs"}
+    field_labels = {"source_lang": "Source language", "target_lang": "Target language",
+                    "embed_dim": "Embedding size", "num_heads": "Attention heads",
+                    "intermediate_dim": "Feed-forward size", "pretrained": "Pretrained preset"}
 
     def validate(self) -> None:
         super().validate()

@@ -24,6 +24,14 @@ class TabularConfig(TaskConfig):
     dropout: float = 0.1
     label_column: str = "label"
 
+    field_help = {
+        "hidden_units": "Width of each hidden layer.",
+        "hidden_layers": "Hidden layers between the standardized features and the output (0 = a linear model).",
+        "dropout": "Share of the last hidden layer's outputs dropped at random before the output layer while "
+                   "training.",
+        "label_column": "The CSV column holding each row's class; every other column is a numeric feature.",
+    }
+
     def validate(self) -> None:
         super().validate()
         if self.hidden_units < 1 or self.hidden_layers < 0:
