@@ -165,6 +165,16 @@ def guard(where: str = ""):
         show_error(err, where)
 
 
+# Fields of a form go in a wrapping row of fixed-width widgets rather than st.columns: as many per line as the
+# screen holds (four on a laptop, two beside the sidebar on a narrow one, one on a phone), where fixed columns
+# squeezed labels and values to a few characters each on narrow screens.
+FIELD_WIDTH = 180
+
+
+def field_row(key: str):
+    return st.container(horizontal=True, wrap=True, gap="medium", vertical_alignment="bottom", key=key)
+
+
 def human_bytes(n: int | float | None) -> str:
     if n is None:
         return "-"

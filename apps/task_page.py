@@ -20,7 +20,9 @@ from suite.strategy import PRECISIONS, STRATEGIES
 from suite_app import charts, samples, training
 from suite_app.common import (
     ACTIVE,
+    FIELD_WIDTH,
     USABLE_STATUSES,
+    field_row,
     get_predictor,
     guard,
     human_bytes,
@@ -409,15 +411,15 @@ def train_tab(task) -> None:
 
     st.subheader("Settings")
     values = config_form(task)
-    c1, c2, c3 = st.columns(3)
-    strategy = c1.selectbox("Strategy", STRATEGIES, key=f"{key}:strategy",
+    row = field_row(f"{key}-run-settings")
+    strategy = row.selectbox("Strategy", STRATEGIES, key=f"{key}:strategy", width=FIELD_WIDTH,
                             help="How training spreads over devices. auto: one device as is, several GPUs "
                                  "mirrored, TF_CONFIG multi-worker, a TPU its own; the run says what it chose "
                                  "and why.")
-    precision = c2.selectbox("Precision", PRECISIONS, key=f"{key}:precision",
+    precision = row.selectbox("Precision", PRECISIONS, key=f"{key}:precision", width=FIELD_WIDTH,
                              help="auto: mixed bfloat16 or float16 where the hardware computes faster in it (recent "
                                   "GPUs, TPUs, CPUs with native bfloat16), else float32.")
-    name = c3.text_input("Run name", value=f"{task.name}-{_stamp()}", key=f"{key}:name",
+    name = row.text_input("Run name", value=f"{task.name}-{_stamp()}", key=f"{key}:name", width=2 * FIELD_WIDTH,
                          help="The run's folder name under the run store; must be new.")
     b1, b2 = st.columns([1, 3])
     if b1.button("Start training", type="primary", key=f"{key}:start"):
@@ -442,15 +444,12 @@ def config_form(task) -> dict[str, Any]:
     main = [n for n in task.config_class.ui_fields if n in fields]
     rest = [n for n in fields if n not in main]
     values: dict[str, Any] = {}
-    cols = st.columns(min(4, max(1, len(main))))
-    for i, name in enumerate(main):
-        with cols[i % len(cols)]:
+    with field_row(f"{task.name}-settings"):
+        for name in main:
             values[name] = _field_widget(task, fields[name])
-    with st.expander("More settings"):
-        cols = st.columns(3)
-        for i, name in enumerate(rest):
-            with cols[i % 3]:
-                values[name] = _field_widget(task, fields[name])
+    with st.expander("More settings"), field_row(f"{task.name}-more-settings"):
+        for name in rest:
+            values[name] = _field_widget(task, fields[name])
     return values
 
 
@@ -462,19 +461,19 @@ def _field_widget(task, f: dict) -> Any:
     if kind == "choice":
         choices = list(f["choices"])
         return st.selectbox(label, choices, index=choices.index(default) if default in choices else 0,
-                            key=key, help=helptext)
+                            key=key, help=helptext, width=FIELD_WIDTH)
     if kind == "bool":
-        return st.checkbox(label, value=bool(default), key=key, help=helptext)
+        return st.checkbox(label, value=bool(default), key=key, help=helptext, width=FIELD_WIDTH)
     if kind == "int":
-        return int(st.number_input(label, value=int(default), step=1, key=key, help=helptext))
+        return int(st.number_input(label, value=int(default), step=1, key=key, help=helptext, width=FIELD_WIDTH))
     if kind == "float":
         return float(st.number_input(label, value=float(default), format="%g", key=key, help=helptext,
-                                     step=None))
+                                     step=None, width=FIELD_WIDTH))
     if kind == "list":
         text = st.text_input(label, value=",".join(str(v) for v in default or []), key=key,
-                             help="Comma-separated. " + helptext)
+                             help="Comma-separated. " + helptext, width=FIELD_WIDTH)
         return [v.strip() for v in text.split(",") if v.strip()]
-    return st.text_input(label, value="" if default is None else str(default), key=key, help=helptext)
+    return st.text_input(label, value="" if default is None else str(default), key=key, help=helptext, width=FIELD_WIDTH)
 
 
 def _resolve_data(choice: str, tfds_name, path, upload) -> str:
@@ -705,16 +704,18 @@ def export_tab(task, run: Run | None) -> None:
     for fmt, why in limits.items():  # a format the model cannot be carried in is not offered: say why here
         st.caption(f"Not offered: {fmt}: {why}")
     possible = [f for f in EXPORT_FORMATS if f not in limits]
-    c1, c2, c3 = st.columns(3)
-    formats = c1.multiselect("Formats", possible, default=possible, key=f"{key}:formats",
-                             help="keras: this suite or Keras; saved_model: TF Serving and TF.js; tflite: phones and "
-                                  "microcontrollers (LiteRT); onnx: onnxruntime and other runtimes.")
-    quantize = c2.selectbox("Quantization", QUANTIZE, key=f"{key}:quantize",
+    # the page's whole width: in a row of fields the last format's chip hid under the clear button
+    formats = st.container(key=f"{task.name}-export-formats").multiselect(
+        "Formats", possible, default=possible, key=f"{key}:formats",
+        help="keras: this suite or Keras; saved_model: TF Serving and TF.js; tflite: phones and microcontrollers "
+             "(LiteRT); onnx: onnxruntime and other runtimes.")
+    row = field_row(f"{task.name}-export-options")
+    quantize = row.selectbox("Quantization", QUANTIZE, key=f"{key}:quantize", width=FIELD_WIDTH,
                             help="Applies to TFLite: float16 halves the size, dynamic/int8 quantize weights.")
-    examples = int(c3.number_input("Verify on held-out examples", min_value=1, max_value=5000, value=200,
-                                   key=f"{key}:examples",
-                                   help="Each exported file is run on this many held-out examples and its outputs "
-                                        "compared with the Keras model's; more is surer and slower."))
+    examples = int(row.number_input("Verify on held-out examples", min_value=1, max_value=5000, value=200,
+                                    key=f"{key}:examples", width=FIELD_WIDTH,
+                                    help="Each exported file is run on this many held-out examples and its "
+                                         "outputs compared with the Keras model's; more is surer and slower."))
     results_key = f"{key}:reports:{run.name}"
     if st.button("Export and verify", type="primary", key=f"{key}:go", disabled=not formats):
         try:

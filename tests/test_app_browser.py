@@ -470,3 +470,56 @@ def test_browser_predicts_as_the_user_types(walk_server, browser):
     with _shot_on_failure(browser, "sentiment-back-to-the-box"):
         wait = WebDriverWait(browser, 10)
         wait.until(lambda d: area.get_attribute("value") == typed)
+
+
+_ROW_LAYOUT = """
+const row = document.querySelector(arguments[0]);
+if (!row) return null;
+const boxes = [...row.children].map(c => c.getBoundingClientRect()).filter(r => r.width > 0);
+if (row.querySelectorAll("[data-testid='stWidgetLabel']").length < boxes.length) return null;  // still drawing
+const first = boxes.reduce((a, b) => (b.top < a.top ? b : a));
+const perRow = boxes.filter(r => r.top < first.bottom - 1).length;  // beside the first field (bottom-aligned)
+const cut = [...row.querySelectorAll("[data-testid='stWidgetLabel'] p")]
+  .filter(p => p.scrollWidth > p.clientWidth + 1).map(p => p.textContent);
+return {fields: boxes.length, per_row: perRow, narrowest: Math.min(...boxes.map(r => r.width)),
+        right: Math.max(...boxes.map(r => r.right)), page: document.documentElement.clientWidth, cut: cut};
+"""
+
+_CHIPS_INSIDE = """
+const row = document.querySelector(arguments[0]);
+if (!row || !row.children.length) return null;
+const widget = row.children[0];
+const chips = [...widget.querySelectorAll("span")].filter(
+  e => !e.children.length && ["keras", "saved_model", "tflite", "onnx"].includes(e.textContent.trim()));
+if (!chips.length) return null;
+const outer = widget.getBoundingClientRect();
+return {chips: chips.length, hidden: chips.filter(c => { const r = c.getBoundingClientRect();
+  // clear of the box's clear and open buttons at its right end (the last chip once faded under them)
+  return r.right > outer.right - 64 || r.bottom > outer.bottom + 1 || r.width === 0; }).map(c => c.textContent)};
+"""
+
+
+@pytest.mark.parametrize(("width", "fewest", "most"), [(1400, 3, 6), (900, 2, 2), (390, 1, 1)])
+def test_browser_settings_wrap_to_the_screen_and_no_label_is_cut(walk_server, browser, width, fewest, most):
+    """The Train form's fields flow into as many columns as the screen holds (a laptop several, a narrow window
+    beside the sidebar two, a phone one) at a readable width, never past the page's edge, with no label cut;
+    the Export tab shows the chip of every format it offers."""
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from suite.registry import get
+
+    task = "image_classification"
+    browser.set_window_size(width, 1400)
+    browser.get(f"{walk_server['base']}/{task}")
+    wait = WebDriverWait(browser, 120)
+    with _shot_on_failure(browser, f"layout-{width}"):
+        _open_tab(browser, wait, "Train")
+        layout = wait.until(lambda d: d.execute_script(_ROW_LAYOUT, f".st-key-{task}-settings"))
+        assert layout["fields"] == len(get(task).config_class.ui_fields), layout
+        assert fewest <= layout["per_row"] <= most, layout
+        assert layout["narrowest"] >= 170 and layout["right"] <= layout["page"], layout
+        assert not layout["cut"], layout
+        _open_tab(browser, wait, "Export")
+        chips = wait.until(lambda d: d.execute_script(_CHIPS_INSIDE, f".st-key-{task}-export-formats"))
+        assert chips["chips"] == 4 and not chips["hidden"], chips
+    _shot(browser, f"layout-{width}")
