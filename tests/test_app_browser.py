@@ -375,8 +375,9 @@ def _walk_export(driver, wait, task: str, fmt: str) -> None:
     from selenium.webdriver.common.keys import Keys
 
     _open_tab(driver, wait, "Export")
-    box = wait.until(lambda d: next(b for b in d.find_elements(
-        By.XPATH, "//div[@data-testid='stMultiSelect'][.//p[text()='Formats']]") if b.is_displayed()))
+    # None, not StopIteration, while the box is not drawn yet: WebDriverWait retries on a falsy value only
+    box = wait.until(lambda d: next((b for b in d.find_elements(
+        By.XPATH, "//div[@data-testid='stMultiSelect'][.//p[text()='Formats']]") if b.is_displayed()), None))
     box.find_element(By.CSS_SELECTOR, "[aria-label='Clear all']").click()
     field = box.find_element(By.CSS_SELECTOR, "input")
     field.send_keys(fmt, Keys.ENTER, Keys.ESCAPE)
